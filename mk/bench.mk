@@ -1,0 +1,20 @@
+# Token benchmarks beside MUNGE (Debian's munge package), same run, ratios.
+BENCH_DURATION ?= 5
+
+.PHONY: bench-mint munge
+
+munge: ## install Debian's munge (benchmark only)
+	@command -v munged >/dev/null && command -v remunge >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq munge; }
+
+# Our counterpart of remunge, stdlib-only Go.
+$(TOOLS_BIN)/mintload: bench/mintload/main.go
+	mkdir -p $(@D)
+	cd bench/mintload && GO111MODULE=off go build -trimpath -o $@ main.go
+
+bench-mint: $(VENV)/.installed $(TOOLS_BIN)/mintload munge ## mint/open throughput vs MUNGE
+	mkdir -p build
+	$(VPY) bench/bench_mint.py --duration $(BENCH_DURATION) --mintload $(TOOLS_BIN)/mintload \
+	  --record build/bench-mint.md
+
+bench: bench-mint ## run every benchmark (tables go to build/, record them in docs/benchmarks.md)

@@ -1,0 +1,244 @@
+"""Token wire format: round trips, layout, and every way to break a token."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
+
+from tokensvc.claims import MAX_GROUPS, MAX_TEXT_BYTES, MAX_TTL, Claims
+from tokensvc.errors import InvalidToken
+from tokensvc.keys import Key, KeyRing, new_key
+from tokensvc.token import (
+    CIPHERTEXT_OFFSET,
+    HEADER_LEN,
+    MAX_CLAIMS_LEN,
+    MAX_TOKEN_LEN,
+    MIN_CLAIMS_LEN,
+    NONCE_LEN,
+    TAG_LEN,
+    VERSION,
+    _seal_with_nonce,
+    decode_claims,
+    encode_claims,
+    open_token,
+    seal,
+)
+
+T0 = 1_767_225_600
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def make_claims(**overrides: object) -> Claims:
+    fields: dict[str, object] = {
+        "uid": 1001,
+        "gid": 1001,
+        "groups": (100, 2001),
+        "user": "alice",
+        "host": "un1",
+        "realm": "wsc",
+        "issued_at": T0,
+        "expires_at": T0 + 300,
+        "token_id": "00112233445566778899aabbccddeeff",
+    }
+    fields.update(overrides)
+    return Claims(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def ring() -> KeyRing:
+    return KeyRing((new_key("active"), new_key("accepted"), new_key("retired")))
+
+
+@pytest.fixture
+def token(ring: KeyRing) -> str:
+    return seal(make_claims(), ring.active)
+
+
+def assert_invalid(token: str, ring: KeyRing) -> None:
+    with pytest.raises(InvalidToken) as info:
+        open_token(token, ring)
+    assert str(info.value) == "invalid token"
+    assert info.value.exit_code == 10
+    assert info.value.__cause__ is None
+
+
+def test_round_trip(ring: KeyRing, token: str) -> None:
+    claims, key = open_token(token, ring)
+    assert claims == make_claims()
+    assert key is ring.active
+
+
+def test_token_is_url_safe_text_with_fixed_header(ring: KeyRing, token: str) -> None:
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", token)
+    raw = unb64(token)
+    assert raw[0] == VERSION == 1
+    assert raw[1:HEADER_LEN] == ring.active.key_id_bytes
+    assert len(raw) == CIPHERTEXT_OFFSET + len(encode_claims(make_claims())) + TAG_LEN
+
+
+def test_fresh_nonce_per_seal(ring: KeyRing) -> None:
+    tokens = {seal(make_claims(), ring.active) for _ in range(20)}
+    assert len(tokens) == 20
+    nonces = {unb64(t)[HEADER_LEN : HEADER_LEN + NONCE_LEN] for t in tokens}
+    assert len(nonces) == 20
+
+
+def test_accepted_and_retired_keys_open(ring: KeyRing) -> None:
+    for key in ring.keys[1:]:
+        token = _seal_with_nonce(make_claims(), key, bytes(12))
+        assert open_token(token, ring)[1] is key
+
+
+def test_only_the_active_key_seals(ring: KeyRing) -> None:
+    for key in ring.keys[1:]:
+        with pytest.raises(ValueError, match="only the active key"):
+            seal(make_claims(), key)
+
+
+def test_seal_enforces_max_ttl(ring: KeyRing) -> None:
+    long_lived = make_claims(expires_at=T0 + MAX_TTL + 1)
+    with pytest.raises(ValueError, match="exceeds the maximum"):
+        seal(long_lived, ring.active)
+    with pytest.raises(ValueError, match="exceeds the maximum"):
+        seal(make_claims(), ring.active, max_ttl=299)
+    assert seal(make_claims(expires_at=T0 + MAX_TTL), ring.active)
+
+
+def test_nonce_length_checked(ring: KeyRing) -> None:
+    with pytest.raises(ValueError, match="nonce"):
+        _seal_with_nonce(make_claims(), ring.active, bytes(11))
+
+
+def test_every_single_bit_flip_of_the_bytes_is_rejected(ring: KeyRing, token: str) -> None:
+    raw = unb64(token)
+    for i in range(len(raw)):
+        for bit in range(8):
+            flipped = bytearray(raw)
+            flipped[i] ^= 1 << bit
+            assert_invalid(b64(bytes(flipped)), ring)
+
+
+def test_every_single_bit_flip_of_the_text_is_rejected(ring: KeyRing, token: str) -> None:
+    for i, char in enumerate(token):
+        for bit in range(8):
+            flipped = token[:i] + chr(ord(char) ^ (1 << bit)) + token[i + 1 :]
+            assert_invalid(flipped, ring)
+
+
+def test_every_truncation_is_rejected(ring: KeyRing, token: str) -> None:
+    raw = unb64(token)
+    for n in range(len(token)):
+        assert_invalid(token[:n], ring)
+    for n in range(len(raw)):
+        assert_invalid(b64(raw[:n]), ring)
+
+
+@pytest.mark.parametrize("suffix", [b"\x00", b"\xff", b"\x00" * 16, b"x" * 1000])
+def test_extension_is_rejected(ring: KeyRing, token: str, suffix: bytes) -> None:
+    assert_invalid(b64(unb64(token) + suffix), ring)
+
+
+@pytest.mark.parametrize("suffix", ["A", "AA", "AAA", "AAAA", "=", "==", "\n", " ", "."])
+def test_text_extension_is_rejected(ring: KeyRing, token: str, suffix: str) -> None:
+    assert_invalid(token + suffix, ring)
+
+
+def test_key_id_swap_is_rejected(ring: KeyRing, token: str) -> None:
+    raw = unb64(token)
+    for key in ring.keys[1:]:
+        assert_invalid(b64(raw[:1] + key.key_id_bytes + raw[HEADER_LEN:]), ring)
+
+
+def test_unknown_key_id_is_rejected(ring: KeyRing) -> None:
+    stranger = new_key("active")
+    assert_invalid(seal(make_claims(), stranger), ring)
+
+
+def test_same_key_id_other_secret_is_rejected(ring: KeyRing) -> None:
+    impostor = Key(ring.active.key_id, bytes(32), "active")
+    assert_invalid(seal(make_claims(), impostor), ring)
+
+
+@pytest.mark.parametrize("version", [0, 2, 255])
+def test_other_versions_are_rejected(ring: KeyRing, token: str, version: int) -> None:
+    raw = unb64(token)
+    assert_invalid(b64(bytes((version,)) + raw[1:]), ring)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "A", "AAAA", "é" * 200, "\x00" * 200, "A" * (MAX_TOKEN_LEN + 1), "A" * 10_000_000],
+)
+def test_garbage_is_rejected(ring: KeyRing, text: str) -> None:
+    assert_invalid(text, ring)
+
+
+def test_non_string_is_a_caller_error(ring: KeyRing, token: str) -> None:
+    with pytest.raises(TypeError):
+        open_token(token.encode(), ring)  # type: ignore[arg-type]
+
+
+def test_authentic_but_malformed_plaintext_is_invalid(ring: KeyRing) -> None:
+    key = ring.active
+    good = encode_claims(make_claims())
+    header = bytes((VERSION,)) + key.key_id_bytes
+    for plaintext in (b"", good[:-1], good + b"\x00", good[:-8] + good[-4:] + good[-8:-4]):
+        nonce = bytes(12)
+        sealed = AESGCMSIV(key.secret).encrypt(nonce, plaintext, header)
+        assert_invalid(b64(header + nonce + sealed), ring)
+
+
+def test_claims_encoding_is_fixed(ring: KeyRing) -> None:
+    data = encode_claims(make_claims())
+    assert data.hex() == (
+        "00112233445566778899aabbccddeeff"  # token id
+        "000000006955b900"  # issued_at
+        "000000006955ba2c"  # expires_at
+        "000003e9"  # uid 1001
+        "000003e9"  # gid 1001
+        "05616c696365"  # user "alice"
+        "03756e31"  # host "un1"
+        "03777363"  # realm "wsc"
+        "00000002"  # 2 groups
+        "00000064000007d1"  # 100, 2001
+    )
+    assert decode_claims(data) == make_claims()
+
+
+def test_decode_claims_rejects_every_truncation_and_extension() -> None:
+    data = encode_claims(make_claims(user="", host="h", realm="r", groups=()))
+    assert len(data) == MIN_CLAIMS_LEN
+    for n in range(len(data)):
+        with pytest.raises(ValueError):
+            decode_claims(data[:n])
+    with pytest.raises(ValueError):
+        decode_claims(data + b"\x00")
+
+
+def test_decode_claims_rejects_invalid_utf8() -> None:
+    data = encode_claims(make_claims(user="ab"))
+    with pytest.raises(ValueError):
+        decode_claims(data.replace(b"\x02ab", b"\x02\xff\xfe"))
+
+
+def test_largest_claims_fit_max_token_len(ring: KeyRing) -> None:
+    big = make_claims(
+        user="u" * MAX_TEXT_BYTES,
+        host="h" * MAX_TEXT_BYTES,
+        realm="r" * MAX_TEXT_BYTES,
+        groups=tuple(range(MAX_GROUPS)),
+    )
+    assert len(encode_claims(big)) == MAX_CLAIMS_LEN
+    token = seal(big, ring.active)
+    assert len(token) == MAX_TOKEN_LEN
+    assert open_token(token, ring)[0] == big
