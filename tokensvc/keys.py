@@ -219,14 +219,25 @@ class KeyRing:
     # --- I/O edge -------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, allow_insecure: bool = False) -> KeyRing:
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        allow_insecure: bool = False,
+        trusted_gid: int | None = None,
+    ) -> KeyRing:
         """Read a key ring file after MUNGE-style checks of it and its parent directories.
 
         Raises InsecureKeyFile naming the path and the problem (unless
         ``allow_insecure``, which logs each problem as a loud WARNING) and
-        KeyFileError when the file is missing or malformed.
+        KeyFileError when the file is missing or malformed. ``trusted_gid``
+        (like munged's ``--trusted-group``) lets a file owned by that group be
+        group-readable, never group-writable: how Kubernetes hands a non-root
+        pod a Secret (``fsGroup`` makes the file 0440 root:fsGroup).
         """
-        data, _ = _read_secure(os.fspath(path), allow_insecure=allow_insecure)
+        data, _ = _read_secure(
+            os.fspath(path), allow_insecure=allow_insecure, trusted_gid=trusted_gid
+        )
         return cls.parse(data, source=os.fspath(path))
 
 
@@ -257,11 +268,16 @@ def _owners(euid: int) -> str:
     return "must be owned by root" if euid == 0 else f"must be owned by root or uid {euid}"
 
 
-def _file_problems(path: str, st: os.stat_result, euid: int) -> list[str]:
+def _file_problems(
+    path: str, st: os.stat_result, euid: int, trusted_gid: int | None = None
+) -> list[str]:
     problems = []
     if st.st_uid not in (euid, 0):
         problems.append(f"key ring {path} is insecure: owned by uid {st.st_uid}, {_owners(euid)}")
-    if st.st_mode & (stat.S_IRGRP | stat.S_IWGRP):
+    group_bits = stat.S_IRGRP | stat.S_IWGRP
+    if trusted_gid is not None and st.st_gid == trusted_gid:
+        group_bits = stat.S_IWGRP  # the trusted group may read, never write
+    if st.st_mode & group_bits:
         problems.append(
             f"key ring {path} is insecure: readable or writable by group "
             f"(perms={_perms(st.st_mode)})"
@@ -321,7 +337,9 @@ def _refuse_or_warn(problems: list[str], *, allow_insecure: bool) -> None:
         log.warning("INSECURE KEY RING ACCEPTED (allow_insecure override): %s", problem)
 
 
-def _read_secure(path: str, *, allow_insecure: bool) -> tuple[bytes, os.stat_result]:
+def _read_secure(
+    path: str, *, allow_insecure: bool, trusted_gid: int | None = None
+) -> tuple[bytes, os.stat_result]:
     """Check and read a key ring; returns its bytes and the stat of what was read."""
     euid = os.geteuid()
     _refuse_or_warn(_parent_problems(path, euid), allow_insecure=allow_insecure)
@@ -347,7 +365,7 @@ def _read_secure(path: str, *, allow_insecure: bool) -> tuple[bytes, os.stat_res
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise InsecureKeyFile(f"key ring {path} is not a regular file")
-        _refuse_or_warn(_file_problems(path, st, euid), allow_insecure=allow_insecure)
+        _refuse_or_warn(_file_problems(path, st, euid, trusted_gid), allow_insecure=allow_insecure)
         chunks = []
         size = 0
         while size <= MAX_RING_FILE_SIZE:

@@ -114,15 +114,38 @@ def _encode_text(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
+class Sealer:
+    """Seals claims with one key, keeping its AEAD context and header.
+
+    The mint daemon holds one per active key: building the AES-GCM-SIV
+    context costs as much as an encryption, so it is done once, not per token.
+    """
+
+    __slots__ = ("_aead", "_header", "_max_ttl", "key")
+
+    def __init__(self, key: Key, *, max_ttl: int = MAX_TTL) -> None:
+        self.key = key
+        self._aead = AESGCMSIV(key.secret)
+        self._header = bytes((VERSION,)) + key.key_id_bytes
+        self._max_ttl = max_ttl
+
+    def seal_with_nonce(self, claims: Claims, nonce: bytes) -> str:
+        """Seal with a given nonce. Test vectors only: production calls ``seal``."""
+        if claims.ttl > self._max_ttl:
+            raise ValueError(f"token lifetime {claims.ttl} s exceeds the maximum {self._max_ttl} s")
+        if len(nonce) != NONCE_LEN:
+            raise ValueError(f"nonce must be {NONCE_LEN} bytes")
+        sealed = self._aead.encrypt(nonce, encode_claims(claims), self._header)
+        return _encode_text(self._header + nonce + sealed)
+
+    def seal(self, claims: Claims) -> str:
+        """Encrypt and authenticate ``claims`` under a fresh random nonce."""
+        return self.seal_with_nonce(claims, os.urandom(NONCE_LEN))
+
+
 def _seal_with_nonce(claims: Claims, key: Key, nonce: bytes, *, max_ttl: int = MAX_TTL) -> str:
     """Seal with a given nonce. Test vectors only: production calls ``seal``."""
-    if claims.ttl > max_ttl:
-        raise ValueError(f"token lifetime {claims.ttl} s exceeds the maximum {max_ttl} s")
-    if len(nonce) != NONCE_LEN:
-        raise ValueError(f"nonce must be {NONCE_LEN} bytes")
-    header = bytes((VERSION,)) + key.key_id_bytes
-    sealed = AESGCMSIV(key.secret).encrypt(nonce, encode_claims(claims), header)
-    return _encode_text(header + nonce + sealed)
+    return Sealer(key, max_ttl=max_ttl).seal_with_nonce(claims, nonce)
 
 
 def seal(claims: Claims, key: Key, *, max_ttl: int = MAX_TTL) -> str:
@@ -132,7 +155,7 @@ def seal(claims: Claims, key: Key, *, max_ttl: int = MAX_TTL) -> str:
     """
     if key.state != "active":
         raise ValueError(f"key {key.key_id} is {key.state}; only the active key mints")
-    return _seal_with_nonce(claims, key, os.urandom(NONCE_LEN), max_ttl=max_ttl)
+    return Sealer(key, max_ttl=max_ttl).seal(claims)
 
 
 def _decode_text(token: str) -> bytes:
@@ -190,6 +213,7 @@ __all__ = [
     "NONCE_OFFSET",
     "TAG_LEN",
     "VERSION",
+    "Sealer",
     "decode_claims",
     "encode_claims",
     "open_token",

@@ -5,32 +5,51 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"flag"
 	"fmt"
-	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
-func mintOnce(socket string, request []byte) error {
-	conn, err := net.Dial("unix", socket)
+// mintOnce makes one request with plain blocking system calls, as remunge
+// does in C: Go's netpoller would add a park and wake-up per read and make
+// the load generator, not the daemon, the bottleneck.
+func mintOnce(addr *syscall.SockaddrUnix, request, reply []byte) error {
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	if _, err := conn.Write(request); err != nil {
+	defer syscall.Close(fd)
+	if err := syscall.Connect(fd, addr); err != nil {
 		return err
 	}
-	reply, err := bufio.NewReaderSize(conn, 4096).ReadBytes('\n')
-	if err != nil {
+	if _, err := syscall.Write(fd, request); err != nil {
 		return err
 	}
-	if !bytes.HasPrefix(reply, []byte("OK ")) {
-		return fmt.Errorf("daemon refused: %q", reply)
+	got := 0
+	for got < len(reply) {
+		n, err := syscall.Read(fd, reply[got:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			break
+		}
+		got += n
+		if bytes.IndexByte(reply[got-n:got], '\n') >= 0 {
+			break
+		}
+	}
+	if !bytes.HasPrefix(reply[:got], []byte("OK ")) {
+		return fmt.Errorf("daemon refused: %q", reply[:got])
 	}
 	return nil
 }
@@ -50,8 +69,11 @@ func main() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			runtime.LockOSThread() // one OS thread per client, like remunge's pthreads
+			addr := &syscall.SockaddrUnix{Name: *socket}
+			reply := make([]byte, 64*1024)
 			for time.Now().Before(deadline) {
-				if err := mintOnce(*socket, request); err != nil {
+				if err := mintOnce(addr, request, reply); err != nil {
 					if failed.Add(1) == 1 {
 						fmt.Fprintln(os.Stderr, "mintload:", err)
 					}

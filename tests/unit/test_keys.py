@@ -155,6 +155,20 @@ def test_file_readable_or_writable_by_group_or_others(ring_path: Path, mode: int
     insecure(ring_path, rf"readable or writable by {who} \(perms={mode:04o}\)")
 
 
+@needs_root
+def test_trusted_group_may_read_but_not_write(ring_path: Path) -> None:
+    # Kubernetes hands a non-root pod its Secret as 0440 root:fsGroup.
+    os.chown(ring_path, 0, OTHER_UID)
+    ring_path.chmod(0o440)
+    assert KeyRing.load(ring_path, trusted_gid=OTHER_UID).active.state == "active"
+    insecure(ring_path, r"readable or writable by group \(perms=0440\)")  # not trusted: refused
+    with pytest.raises(InsecureKeyFile, match="by group"):
+        KeyRing.load(ring_path, trusted_gid=OTHER_UID + 1)  # another group is not trusted
+    ring_path.chmod(0o460)
+    with pytest.raises(InsecureKeyFile, match=r"by group \(perms=0460\)"):
+        KeyRing.load(ring_path, trusted_gid=OTHER_UID)  # never group-writable
+
+
 def test_parent_is_a_symlink(tmp_path: Path) -> None:
     real = tmp_path / "real"
     real.mkdir(mode=0o700)

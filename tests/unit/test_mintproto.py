@@ -1,0 +1,116 @@
+"""The mint protocol's grammar, exactly: what parses, what is refused, and with which code."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokensvc.errors import DaemonUnavailable, MintRefused
+from tokensvc.mintproto import (
+    MAX_REQUEST,
+    RequestError,
+    error_reply,
+    format_request,
+    ok_reply,
+    parse_reply,
+    parse_request,
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "ttl"),
+    [
+        (b"MINT1\n", None),
+        (b"MINT1 1\n", 1),
+        (b"MINT1 300\n", 300),
+        (b"MINT1 99999\n", 99999),
+    ],
+)
+def test_valid_requests(data: bytes, ttl: int | None) -> None:
+    assert parse_request(data) == ttl
+    assert format_request(ttl) == data
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"", "malformed"),
+        (b"\n", "malformed"),
+        (b"MINT1", "malformed"),  # no newline (half-closed)
+        (b"MINT1 300", "malformed"),
+        (b"MINT1 0\n", "malformed"),
+        (b"MINT1 00\n", "malformed"),
+        (b"MINT1 0300\n", "malformed"),
+        (b"MINT1 100000\n", "malformed"),
+        (b"MINT1 -1\n", "malformed"),
+        (b"MINT1 +1\n", "malformed"),
+        (b"MINT1  300\n", "malformed"),
+        (b"MINT1 300 \n", "malformed"),
+        (b" MINT1\n", "malformed"),
+        (b"MINT1\r\n", "malformed"),
+        (b"MINT1 300\r\n", "malformed"),
+        (b"MINT1\t300\n", "malformed"),
+        (b"MINT1 3e2\n", "malformed"),
+        (b"MINT1 0x10\n", "malformed"),
+        (b"MINT1 1_0\n", "malformed"),
+        ("MINT1 \uff13\n".encode(), "malformed"),  # FULLWIDTH DIGIT THREE
+        ("MINT1 \u0663\n".encode(), "malformed"),  # ARABIC-INDIC DIGIT THREE
+        (b"MINT1 \x00300\n", "malformed"),
+        (b"MINT1\n\n", "malformed"),
+        (b"MINT1\nMINT1\n", "malformed"),
+        (b"MINT1 300\nuid=0\n", "malformed"),
+        (b"mint1\n", "malformed"),
+        (b"MINT\n", "malformed"),
+        (b"MINT2\n", "version"),
+        (b"MINT2 300\n", "version"),
+        (b"MINT10\n", "version"),
+        (b"X" * (MAX_REQUEST + 1), "too-long"),
+        (b"MINT1 " + b"1" * 40 + b"\n", "too-long"),
+    ],
+)
+def test_refused_requests(data: bytes, code: str) -> None:
+    with pytest.raises(RequestError) as info:
+        parse_request(data)
+    assert info.value.code == code
+    reply = info.value.reply
+    assert reply.startswith(f"ERR {code} ".encode()) and reply.endswith(b"\n")
+    assert len(reply) < 100
+    parsed = _refusal_text(reply)
+    assert code in parsed
+
+
+def _refusal_text(reply: bytes) -> str:
+    with pytest.raises(MintRefused) as info:
+        parse_reply(reply)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("ttl", [0, -1, 100000, True, 3.0, "30"])
+def test_format_request_rejects_bad_ttl(ttl: object) -> None:
+    with pytest.raises(ValueError, match="ttl must be an integer"):
+        format_request(ttl)  # type: ignore[arg-type]
+
+
+def test_replies_round_trip() -> None:
+    assert parse_reply(ok_reply("abc_-XYZ019")) == "abc_-XYZ019"
+    with pytest.raises(MintRefused, match=r"\(ttl\): ttl must be 1..3600 seconds"):
+        parse_reply(error_reply("ttl", "ttl must be 1..3600 seconds"))
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"",
+        b"OK \n",
+        b"OK abc",
+        b"OK abc def\n",
+        b"OK a+b/c=\n",
+        b"ERR\n",
+        b"ERR x\n",
+        b"ERR BAD upper\n",
+        b"ERR ttl \x01\n",
+        b"HTTP/1.1 200 OK\r\n",
+    ],
+)
+def test_garbage_replies_mean_daemon_unavailable(reply: bytes) -> None:
+    with pytest.raises(DaemonUnavailable, match="malformed reply"):
+        parse_reply(reply)
