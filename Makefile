@@ -6,9 +6,9 @@ CONFTEST_VERSION  := v0.71.1
 REGAL_VERSION     := v0.35.1
 # Kubernetes: the API server built for tests (tools/k8s) and the schema
 # version kubernetes-validate checks generated pods against.
-K8S_VERSION       := v1.34.2
+K8S_VERSION       := v1.34.12
 K8S_SCHEMA_VERSION := 1.34
-ETCD_VERSION      := v3.6.6
+ETCD_VERSION      := v3.6.4
 
 PYTHON    ?= python3
 VENV      := $(CURDIR)/.venv
@@ -64,7 +64,7 @@ typecheck: $(VENV)/.installed
 pytest: $(VENV)/.installed $(POLICY_TOOLS)
 	$(VPY) -m pytest
 
-test: lint pytest ## everything CI runs: lint, types, pytest, policy tests
+test: lint pytest policy-test ## everything CI runs: lint, types, pytest, policy tests
 
 clean: ## remove build output (keeps the venv and tools)
 	rm -rf bundles/build build .run
