@@ -37,9 +37,13 @@ venv: $(VENV)/.installed ## create the project venv with pinned dependencies
 # --- Go-built tools (go install <module>@<version>, no release downloads) -----
 # Each version lands in its own directory; bin/ holds symlinks to the pinned one.
 define go_tool
+# Built via `go get` in a scratch module: `go install <m>@<v>` also fetches the
+# module's version list (for deprecation notices), which the proxy refuses for
+# github.com/styrainc/regal; the pinned version is used either way.
 $(TOOLS_DIR)/$(1)/$(3)/$(1):
 	mkdir -p $$(@D)
-	GOBIN=$$(@D) go install $(2)@$(3)
+	d=$$$$(mktemp -d) && cd $$$$d && go mod init tools-build >/dev/null 2>&1 && \
+	  go get $(2)@$(3) && GOBIN=$$(@D) go install $(2); rc=$$$$?; rm -rf $$$$d; exit $$$$rc
 
 $(TOOLS_BIN)/$(1): $(TOOLS_DIR)/$(1)/$(3)/$(1)
 	mkdir -p $$(@D)

@@ -1,0 +1,48 @@
+# --- Policies (issue 3): Rego decision, conftest rules, signed bundle -------------
+# Tools come from the pinned block in the Makefile ($(POLICY_TOOLS)).
+OPA      := $(TOOLS_BIN)/opa
+CONFTEST := $(TOOLS_BIN)/conftest
+REGAL    := $(TOOLS_BIN)/regal
+# samples/ hold conftest inputs (YAML manifests); OPA would load them as data.
+OPA_LOAD := --ignore samples
+
+BUNDLE_OUT         := bundles/build/wsc.tar.gz
+# Path of the PEM RSA private key that signs the bundle. The default is a dev
+# key generated on first use into bundles/build/ (git-ignored, never committed);
+# production builds pass BUNDLE_SIGNING_KEY=/path/to/key.
+BUNDLE_SIGNING_KEY ?= bundles/build/dev-signing-key.pem
+
+.PHONY: policy-lint policy-test conftest-samples bundle bench-policy
+
+policy-lint: $(POLICY_TOOLS) ## opa fmt, opa check --strict, regal lint
+	@unformatted="$$($(OPA) fmt -l policies)"; \
+	  if [ -n "$$unformatted" ]; then echo "opa fmt: not formatted (run: opa fmt -w policies):"; \
+	    echo "$$unformatted"; exit 1; fi
+	$(OPA) check --strict $(OPA_LOAD) policies
+	$(REGAL) lint policies
+
+policy-test: policy-lint conftest-samples ## opa test (100% coverage), conftest verify, samples
+	$(OPA) test $(OPA_LOAD) policies
+	$(OPA) test $(OPA_LOAD) --coverage --format json policies | $(PYTHON) scripts/opa_coverage.py
+	$(CONFTEST) verify --no-color --policy policies/conftest
+
+# Every allowed sample passes its namespace's rules; every denied sample fails them.
+conftest-samples: $(POLICY_TOOLS)
+	@set -e; for ns in pod deploy; do \
+	  dir=policies/conftest/$$ns/samples; \
+	  $(CONFTEST) test --no-color --policy policies/conftest --namespace conftest.$$ns $$dir/allowed/*.yaml >/dev/null; \
+	  for f in $$dir/denied/*.yaml; do \
+	    if $(CONFTEST) test --no-color --policy policies/conftest --namespace conftest.$$ns $$f >/dev/null; then \
+	      echo "conftest: denied sample $$f passed conftest.$$ns"; exit 1; fi; \
+	  done; \
+	done; echo "conftest samples: allowed pass, denied fail"
+
+bundle: $(VENV)/.installed $(TOOLS_BIN)/opa ## signed policy bundle -> bundles/build/wsc.tar.gz
+	$(VPY) scripts/build_bundle.py --out $(BUNDLE_OUT) --signing-key $(BUNDLE_SIGNING_KEY) \
+	  $(if $(filter bundles/build/dev-signing-key.pem,$(BUNDLE_SIGNING_KEY)),--generate-key)
+
+bench-policy: $(VENV)/.installed $(TOOLS_BIN)/opa ## opa bench of the decision at 100/10k/100k exports+groups
+	$(VPY) bench/policy_bench.py --opa $(OPA)
+
+lint: policy-lint
+bench: bench-policy
