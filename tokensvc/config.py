@@ -124,8 +124,12 @@ class ServerSettings:
     max_body: int = 65536  # bytes; larger request bodies get 413
     threads: int = 64  # worker threads for blocking calls (OPA, key ring, submitter)
     replay_max_entries: int = 100_000
+    # A gid allowed to *read* the key ring (never write): Kubernetes gives a
+    # non-root pod its Secret as 0440 root:fsGroup. -1 = none (MUNGE's rule).
+    keyring_trusted_gid: int = -1
 
     def __post_init__(self) -> None:
+        _check_range("keyring_trusted_gid", self.keyring_trusted_gid, -1, 2**32 - 2)
         if not self.bind or not self.bind.isprintable():
             raise ValueError("bind must be an address")
         _check_range("port", self.port, 0, 65535)

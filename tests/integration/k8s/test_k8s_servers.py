@@ -1,0 +1,190 @@
+"""Two `tokensvc server` replicas on one real API server (kubernetes submitter).
+
+Each replica has its own in-memory replay cache, so only the API server can
+arbitrate between them: the pod name is derived from the submit token, and
+the second create of that name fails with AlreadyExists -> 409 "token already
+used", with no second pod (invariant 5). Job actions read owner and project
+from the stored pod. Real OPA with the repository's policies and data.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from kube import BIN_DIR, JOBS_NAMESPACE, REPO, KubeAPI, Proc, spawn, wait_ready
+
+from tokensvc.claims import new_claims
+from tokensvc.devstack import Stack, free_port
+from tokensvc.keys import KeyRing
+from tokensvc.launcher import LABEL_OWNER_UID, LABEL_TOKEN_ID
+from tokensvc.token import seal
+
+pytestmark = pytest.mark.usefixtures("deployed_rbac")
+
+# ada: uid 1002, a member (not admin) of ml-team (gid 2001); see policies/data.
+ADA = {"uid": 1002, "gid": 2001, "groups": [2001], "user": "ada"}
+BODY = {
+    "project": "ml-team",
+    "image": "registry.invalid/train:1",
+    "command": ["sleep", "60"],
+    "mounts": [{"path": "/nfs/projects/ml", "mode": "rw"}],
+}
+
+
+@dataclass
+class Replicas:
+    urls: list[str]
+    keyring: Path
+    realm: str
+
+    def token(self, who: dict[str, Any] = ADA) -> tuple[str, str]:
+        """A fresh token for `who` (sealed with the replicas' key) and its token id."""
+        claims = new_claims(**who, host="login1", realm=self.realm, now=time.time())
+        return seal(claims, KeyRing.load(self.keyring).active), claims.token_id
+
+    def call(self, i: int, method: str, path: str, token: str, **kw: Any) -> requests.Response:
+        with requests.Session() as s:
+            s.trust_env = False
+            return s.request(
+                method,
+                self.urls[i] + path,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+                **kw,
+            )
+
+
+def _server_config(path: Path, stack: Stack, port: int, kubeconfig: Path) -> None:
+    path.write_text(
+        f'realm = "{stack.realm}"\n'
+        f'keyring = "{stack.keyring}"\n'
+        "\n[server]\n"
+        'bind = "127.0.0.1"\n'
+        f"port = {port}\n"
+        f'opa_url = "{stack.opa_url}"\n'
+        'submitter = "kubernetes"\n'
+        f'namespace = "{JOBS_NAMESPACE}"\n'
+        f'kubeconfig = "{kubeconfig}"\n'
+    )
+
+
+@pytest.fixture(scope="module")
+def replicas(kube_api: KubeAPI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    workdir = tmp_path_factory.mktemp("replicas")
+    stack = Stack(
+        workdir=workdir / "stack",
+        opa=str(BIN_DIR / "opa"),
+        policy_paths=[str(REPO / "policies" / "wsc"), str(REPO / "policies" / "data")],
+        realm="test",
+    )
+    procs: list[Proc] = []
+    try:
+        stack.prepare()  # key ring, work dirs
+        stack.start_opa()  # one OPA is enough: it holds no per-request state
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSVC_")}
+        urls = []
+        for name in ("a", "b"):
+            port = free_port()
+            config = workdir / f"server-{name}.conf"
+            _server_config(config, stack, port, kube_api.kubeconfig("launcher"))
+            proc = spawn(
+                f"server-{name}",
+                [sys.executable, "-m", "tokensvc", "server"],
+                workdir,
+                env | {"TOKENSVC_CONFIG": str(config)},
+            )
+            procs.append(proc)
+            url = f"http://127.0.0.1:{port}"
+            with requests.Session() as s:
+                s.trust_env = False
+                wait_ready(
+                    proc,
+                    lambda s=s, url=url: s.get(f"{url}/readyz", timeout=2).status_code == 200,
+                    f"server {name}",
+                    time.monotonic() + 60,
+                )
+            urls.append(url)
+        yield Replicas(urls=urls, keyring=stack.keyring, realm=stack.realm)
+    finally:
+        for proc in procs:
+            proc.stop()
+        stack.stop()
+
+
+def _pods(kube_api: KubeAPI, token_id: str) -> list[str]:
+    pods = kube_api.core().list_namespaced_pod(
+        JOBS_NAMESPACE, label_selector=f"{LABEL_TOKEN_ID}={token_id}"
+    )
+    return [p.metadata.name for p in pods.items]
+
+
+def test_replay_on_the_other_replica_is_refused(kube_api: KubeAPI, replicas: Replicas) -> None:
+    token, token_id = replicas.token()
+    first = replicas.call(0, "POST", "/v1/jobs", token, json=BODY)
+    assert first.status_code == 201, first.text
+    # Replica b never saw the token: only the API server can tell it was used.
+    second = replicas.call(1, "POST", "/v1/jobs", token, json=BODY)
+    assert second.status_code == 409, second.text
+    assert "already" in second.json()["error"]
+    # Replica a refuses it from its own replay cache, before asking anyone.
+    again = replicas.call(0, "POST", "/v1/jobs", token, json=BODY)
+    assert again.status_code == 401
+    assert _pods(kube_api, token_id) == [f"wsc-job-{token_id}"]
+
+
+def test_simultaneous_replay_on_both_replicas_creates_one_pod(
+    kube_api: KubeAPI, replicas: Replicas
+) -> None:
+    token, token_id = replicas.token()
+    statuses: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def submit(i: int) -> None:
+        barrier.wait()
+        statuses.append(replicas.call(i, "POST", "/v1/jobs", token, json=BODY).status_code)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(statuses) == [201, 409]
+    assert len(_pods(kube_api, token_id)) == 1
+
+
+def test_job_actions_read_owner_from_the_stored_pod(kube_api: KubeAPI, replicas: Replicas) -> None:
+    token, token_id = replicas.token()
+    created = replicas.call(0, "POST", "/v1/jobs", token, json=BODY)
+    assert created.status_code == 201, created.text
+    job = f"wsc-job-{token_id}"
+
+    seen = replicas.call(1, "GET", f"/v1/jobs/{job}", replicas.token()[0])
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["job"]["owner_uid"] == 1002
+
+    # The stored pod now says uid 1004 (not in ml-team) owns it: ada, a plain
+    # member, may no longer cancel it -- on either replica.
+    def relabel(uid: str) -> None:
+        kube_api.core().patch_namespaced_pod(
+            job, JOBS_NAMESPACE, {"metadata": {"labels": {LABEL_OWNER_UID: uid}}}
+        )
+
+    relabel("1004")
+    for i in (0, 1):
+        refused = replicas.call(i, "DELETE", f"/v1/jobs/{job}", replicas.token()[0])
+        assert refused.status_code == 403, refused.text
+    assert _pods(kube_api, token_id) == [job]
+
+    relabel("1002")
+    cancelled = replicas.call(1, "DELETE", f"/v1/jobs/{job}", replicas.token()[0])
+    assert cancelled.status_code == 200, cancelled.text
+    assert _pods(kube_api, token_id) == []

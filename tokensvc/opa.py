@@ -1,0 +1,293 @@
+"""OPA REST client: ask ``data.wsc.authz.decision``, fail closed on anything odd.
+
+The server asks OPA (a sidecar holding the signed policy bundle) one question
+per job call. Every way that question can go wrong -- refused connection,
+timeout, non-200, a body that is not JSON, an undefined decision (no
+``result``), a result without a boolean ``allow`` or with fields of the wrong
+type -- raises :class:`OpaUnavailable` (a :class:`PolicyUnavailable`, HTTP 503)
+so the caller can only ever act on a well-formed decision. Nothing is judged by
+truthiness: ``allow`` must be the JSON literal ``true``.
+
+Blocking by design (urllib3, the transport under ``requests``): the server
+calls it from worker threads, never from the event loop. docs/api.md records
+why this is a small wrapper rather than opa-python-client.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import urllib3
+from urllib3.util.retry import Retry
+
+from tokensvc.errors import PolicyUnavailable
+
+DECISION_PATH: Final = "/v1/data/wsc/authz/decision"
+HEALTH_PATH: Final = "/health"
+DEFAULT_URL: Final = "http://127.0.0.1:8181"
+DEFAULT_TIMEOUT: Final = 1.0  # seconds, per connect and per read
+# A decision document is a few hundred bytes; anything near this is not ours.
+MAX_RESPONSE_BYTES: Final = 1 << 20
+MAX_SUPPLEMENTAL_GROUPS: Final = 16  # NFS AUTH_SYS carries at most 16
+_HEADERS: Final = {"Content-Type": "application/json", "Accept": "application/json"}
+
+Action = Literal["submit", "get", "list", "cancel", "set_priority"]
+ACTIONS: Final[frozenset[str]] = frozenset({"submit", "get", "list", "cancel", "set_priority"})
+Privilege = Literal["viewer", "member", "admin"]
+_PRIVILEGES: Final[frozenset[str]] = frozenset({"viewer", "member", "admin"})
+
+OpaFailure = Literal["unreachable", "timeout", "http_status", "malformed", "undefined"]
+
+
+class OpaUnavailable(PolicyUnavailable):
+    """OPA gave no usable decision; ``failure`` names the kind (for metrics)."""
+
+    def __init__(self, failure: OpaFailure, message: str) -> None:
+        self.failure: OpaFailure = failure
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class RunAs:
+    """The uid and primary gid a job's processes run as."""
+
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True, slots=True)
+class GrantedMount:
+    """One NFS mount the policy granted: an admin-provisioned PVC and a path inside it."""
+
+    export: str
+    pvc: str
+    sub_path: str
+    read_only: bool
+    path: str | None = None  # the normalised path the user asked for, when the policy echoes it
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A well-formed ``data.wsc.authz.decision`` document."""
+
+    allow: bool
+    reasons: tuple[str, ...] = ()
+    run_as: RunAs | None = None
+    supplemental_groups: tuple[int, ...] = ()
+    privileges: Mapping[str, str] = field(default_factory=dict)
+    mounts: tuple[GrantedMount, ...] = ()
+    visible_projects: tuple[str, ...] = ()
+    priority: int | None = None
+
+
+def _malformed(what: str) -> OpaUnavailable:
+    return OpaUnavailable("malformed", f"policy decision malformed: {what}")
+
+
+def _int(value: object, what: str) -> int:
+    # bool is an int in Python; a JSON true is never a uid.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _malformed(f"{what} is not an integer")
+    return value
+
+
+def _str(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise _malformed(f"{what} is not a string")
+    return value
+
+
+def _list(value: object, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _malformed(f"{what} is not a list")
+    return value
+
+
+def _dict(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _malformed(f"{what} is not an object")
+    return value
+
+
+def _mount(raw: object, i: int) -> GrantedMount:
+    m = _dict(raw, f"mounts[{i}]")
+    read_only = m.get("read_only")
+    if not isinstance(read_only, bool):
+        raise _malformed(f"mounts[{i}].read_only is not a boolean")
+    path = m.get("path")
+    return GrantedMount(
+        export=_str(m.get("export"), f"mounts[{i}].export"),
+        pvc=_str(m.get("pvc"), f"mounts[{i}].pvc"),
+        sub_path=_str(m.get("sub_path"), f"mounts[{i}].sub_path"),
+        read_only=read_only,
+        path=None if path is None else _str(path, f"mounts[{i}].path"),
+    )
+
+
+def parse_decision(result: object) -> Decision:
+    """Turn OPA's ``result`` into a :class:`Decision`, or raise :class:`OpaUnavailable`.
+
+    Optional fields may be absent; present fields must have the documented type.
+    An allowed decision is checked as strictly as a denied one: a policy bug
+    must surface as 503, never as a pod with guessed values.
+    """
+    doc = _dict(result, "result")
+    allow = doc.get("allow")
+    if not isinstance(allow, bool):
+        raise _malformed("allow is not a boolean")
+    reasons = tuple(_str(r, "reasons[]") for r in _list(doc.get("reasons", []), "reasons"))
+    run_as = None
+    if "run_as" in doc:
+        ra = _dict(doc["run_as"], "run_as")
+        run_as = RunAs(uid=_int(ra.get("uid"), "run_as.uid"), gid=_int(ra.get("gid"), "run_as.gid"))
+    groups = tuple(
+        _int(g, "supplemental_groups[]")
+        for g in _list(doc.get("supplemental_groups", []), "supplemental_groups")
+    )
+    if len(groups) > MAX_SUPPLEMENTAL_GROUPS:
+        raise _malformed(f"more than {MAX_SUPPLEMENTAL_GROUPS} supplemental groups")
+    privileges: dict[str, str] = {}
+    for name, level in _dict(doc.get("privileges", {}), "privileges").items():
+        if level not in _PRIVILEGES:
+            raise _malformed(f"privileges[{name!r}] is not viewer, member or admin")
+        privileges[name] = level
+    mounts = tuple(_mount(m, i) for i, m in enumerate(_list(doc.get("mounts", []), "mounts")))
+    visible = tuple(
+        _str(p, "visible_projects[]")
+        for p in _list(doc.get("visible_projects", []), "visible_projects")
+    )
+    priority = None if doc.get("priority") is None else _int(doc["priority"], "priority")
+    return Decision(
+        allow=allow,
+        reasons=reasons,
+        run_as=run_as,
+        supplemental_groups=groups,
+        privileges=privileges,
+        mounts=mounts,
+        visible_projects=visible,
+        priority=priority,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionResult:
+    """A decision and the id OPA logged it under (``None`` when decision logging is off)."""
+
+    decision: Decision
+    decision_id: str | None
+
+
+class OpaClient:
+    """Blocking, thread-safe client for one OPA sidecar.
+
+    One urllib3 connection pool (the transport ``requests`` uses, without
+    its per-call session machinery: ~0.5 ms less per decision, see
+    docs/api.md) keeps connections alive across calls and is safe to share
+    between the server's worker threads. Only connection *establishment* is
+    retried (once): a request that may have reached OPA is never sent twice.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        pool_size: int = 16,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("OPA url must start with http:// or https://")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError("OPA timeout must be a positive number of seconds")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._retry = Retry(total=1, connect=1, read=0, status=0, other=0, redirect=0)
+        self._pool = urllib3.connection_from_url(
+            self.url,
+            maxsize=pool_size,
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            retries=self._retry,
+        )
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> OpaClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(
+        self, method: str, path: str, body: bytes | None = None
+    ) -> urllib3.BaseHTTPResponse:
+        try:
+            return self._pool.urlopen(
+                method,
+                path,
+                body=body,
+                headers=_HEADERS,
+                redirect=False,
+                retries=self._retry,
+                preload_content=True,
+            )
+        except urllib3.exceptions.HTTPError as err:
+            reason = getattr(err, "reason", None) or err
+            # NewConnectionError subclasses ConnectTimeoutError in urllib3: a
+            # refused connection is "unreachable", not "timeout".
+            refused = isinstance(reason, urllib3.exceptions.NewConnectionError)
+            if isinstance(reason, urllib3.exceptions.TimeoutError) and not refused:
+                raise OpaUnavailable("timeout", "policy engine timed out") from err
+            raise OpaUnavailable("unreachable", "policy engine unreachable") from err
+        except OSError as err:
+            raise OpaUnavailable("unreachable", "policy engine unreachable") from err
+
+    def decide(self, input_doc: Mapping[str, Any]) -> DecisionResult:
+        """POST ``{"input": input_doc}`` to the decision path; fail closed."""
+        payload = json.dumps({"input": input_doc}, separators=(",", ":")).encode()
+        resp = self._request("POST", DECISION_PATH, payload)
+        if resp.status != 200:
+            raise OpaUnavailable("http_status", f"policy engine answered HTTP {resp.status}")
+        if len(resp.data) > MAX_RESPONSE_BYTES:
+            raise _malformed("response too large")
+        try:
+            body = json.loads(resp.data)
+        except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+            raise OpaUnavailable("malformed", "policy engine sent malformed JSON") from err
+        if not isinstance(body, dict):
+            raise _malformed("response is not an object")
+        if "result" not in body:
+            # OPA omits `result` when the rule is undefined: the bundle is
+            # missing or not yet activated. Undefined is never allow.
+            raise OpaUnavailable("undefined", "policy decision undefined (bundle not loaded?)")
+        decision = parse_decision(body["result"])
+        decision_id = body.get("decision_id")
+        if decision_id is not None and not isinstance(decision_id, str):
+            raise _malformed("decision_id is not a string")
+        return DecisionResult(decision=decision, decision_id=decision_id)
+
+    def ready(self) -> bool:
+        """True once OPA is up and every configured bundle has been activated."""
+        try:
+            resp = self._request("GET", HEALTH_PATH + "?bundles")
+        except OpaUnavailable:
+            return False
+        return resp.status == 200
+
+
+__all__ = [
+    "ACTIONS",
+    "DECISION_PATH",
+    "DEFAULT_URL",
+    "Action",
+    "Decision",
+    "DecisionResult",
+    "GrantedMount",
+    "OpaClient",
+    "OpaUnavailable",
+    "RunAs",
+    "parse_decision",
+]

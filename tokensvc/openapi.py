@@ -1,0 +1,287 @@
+"""The server's OpenAPI 3.1 document, served at ``/openapi.json`` (prose in docs/api.md).
+
+Hand-written so the contract is reviewed as a contract; the schemas mirror
+:mod:`tokensvc.jobs` (tests check the bounds agree).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from tokensvc.jobs import (
+    MAX_ARG_CHARS,
+    MAX_COMMAND_ARGS,
+    MAX_IMAGE_CHARS,
+    MAX_MOUNTS,
+    MAX_PATH_CHARS,
+    MAX_PRIORITY,
+    MAX_SYSTEMS,
+    MIN_PRIORITY,
+)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _response(description: str, schema: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+_ERRORS: Final = {
+    "401": _response(
+        "No token, or a token that is not authentic (generic body), expired, not yet valid, "
+        "for another realm, replayed, or sealed with a retired key",
+        "Error",
+    ),
+    "403": _response("Denied by policy; `reasons` lists every denial", "Denied"),
+    "503": _response(
+        "Policy engine or job backend could not answer; nothing was created", "Unavailable"
+    ),
+}
+_JOB_ID: Final = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^wsc-job-[0-9a-f]{32}$"},
+}
+_PRIORITY: Final = {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY}
+
+OPENAPI: Final[dict[str, Any]] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "tokensvc cluster management API",
+        "version": "1",
+        "description": "Submit and manage jobs with a tokensvc identity token. See docs/api.md.",
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/v1/jobs": {
+            "post": {
+                "summary": "Submit a job (one token, one job)",
+                "operationId": "submitJob",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("JobRequest")}},
+                },
+                "responses": {
+                    "201": _response("Job created", "Submitted"),
+                    "400": _response("Body is not JSON", "Error"),
+                    "409": _response("This submit token was already used", "Error"),
+                    "413": _response("Body too large", "Error"),
+                    "422": _response("Body does not match the schema", "Invalid"),
+                    **_ERRORS,
+                },
+            },
+            "get": {
+                "summary": "List the jobs the caller may see",
+                "operationId": "listJobs",
+                "responses": {"200": _response("Jobs", "JobList"), **_ERRORS},
+            },
+        },
+        "/v1/jobs/{job_id}": {
+            "parameters": [_JOB_ID],
+            "get": {
+                "summary": "Get one job",
+                "operationId": "getJob",
+                "responses": {
+                    "200": _response("The job", "JobResult"),
+                    "404": _response("No such job", "Error"),
+                    **_ERRORS,
+                },
+            },
+            "delete": {
+                "summary": "Cancel a job",
+                "operationId": "cancelJob",
+                "responses": {
+                    "200": _response("Cancelled", "JobResult"),
+                    "404": _response("No such job", "Error"),
+                    **_ERRORS,
+                },
+            },
+        },
+        "/v1/jobs/{job_id}/priority": {
+            "parameters": [_JOB_ID],
+            "put": {
+                "summary": "Set a job's priority",
+                "operationId": "setJobPriority",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["priority"],
+                                "properties": {"priority": _PRIORITY},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _response("Priority recorded (the policy may adjust it)", "JobResult"),
+                    "404": _response("No such job", "Error"),
+                    "422": _response("Body does not match the schema", "Invalid"),
+                    **_ERRORS,
+                },
+            },
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness",
+                "security": [],
+                "responses": {"200": {"description": "The process serves requests"}},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: OPA is up and has activated its signed bundle",
+                "security": [],
+                "responses": {
+                    "200": {"description": "Ready"},
+                    "503": {"description": "OPA unreachable or bundle not activated"},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "security": [],
+                "responses": {"200": {"description": "text/plain exposition format"}},
+            }
+        },
+    },
+    "components": {
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A token from the user node's mint daemon (`tokensvc token`)",
+            }
+        },
+        "schemas": {
+            "JobRequest": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["project", "image", "command"],
+                "properties": {
+                    "project": {
+                        "type": "string",
+                        "pattern": "^[a-z_][a-z0-9_-]{0,31}$",
+                        "description": "Group the job is charged to and runs with",
+                    },
+                    "image": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_IMAGE_CHARS,
+                        "pattern": "^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$",
+                    },
+                    "command": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": MAX_COMMAND_ARGS,
+                        "items": {"type": "string", "maxLength": MAX_ARG_CHARS},
+                    },
+                    "mounts": {
+                        "type": "array",
+                        "maxItems": MAX_MOUNTS,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["path"],
+                            "properties": {
+                                "path": {
+                                    "type": "string",
+                                    "pattern": "^/[^\\x00-\\x1f\\x7f]*$",
+                                    "maxLength": MAX_PATH_CHARS,
+                                },
+                                "mode": {"enum": ["ro", "rw"], "default": "ro"},
+                            },
+                        },
+                    },
+                    "resources": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "systems": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_SYSTEMS,
+                                "default": 1,
+                            }
+                        },
+                    },
+                    "priority": _PRIORITY,
+                },
+            },
+            "Job": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "owner_uid": {"type": "integer"},
+                    "project": {"type": "string"},
+                    "priority": {"type": ["integer", "null"]},
+                    "token_id": {"type": "string"},
+                    "decision_id": {"type": ["string", "null"]},
+                    "phase": {"type": "string"},
+                    "created": {"type": ["string", "null"]},
+                },
+            },
+            "Submitted": {
+                "type": "object",
+                "properties": {
+                    "job": _ref("Job"),
+                    "decision_id": {"type": ["string", "null"]},
+                    "pod": {"type": "object", "description": "The pod manifest as submitted"},
+                },
+            },
+            "JobResult": {
+                "type": "object",
+                "properties": {
+                    "job": _ref("Job"),
+                    "decision_id": {"type": ["string", "null"]},
+                    "cancelled": {"type": "boolean"},
+                },
+            },
+            "JobList": {
+                "type": "object",
+                "properties": {
+                    "jobs": {"type": "array", "items": _ref("Job")},
+                    "decision_id": {"type": ["string", "null"]},
+                },
+            },
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}},
+            },
+            "Denied": {
+                "type": "object",
+                "required": ["error", "reasons"],
+                "properties": {
+                    "error": {"type": "string"},
+                    "reasons": {"type": "array", "items": {"type": "string"}},
+                    "decision_id": {"type": ["string", "null"]},
+                },
+            },
+            "Invalid": {
+                "type": "object",
+                "required": ["error", "reasons"],
+                "properties": {
+                    "error": {"type": "string"},
+                    "reasons": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "Unavailable": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {"type": "string"},
+                    "created": {"type": ["boolean", "null"]},
+                },
+            },
+        },
+    },
+}
+
+__all__ = ["OPENAPI"]
