@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 import requests
+from toolpaths import tool
 
 from tokensvc.claims import new_claims
 from tokensvc.devstack import Stack, User, setpriv
@@ -33,9 +33,6 @@ OPA = ROOT / ".tools" / "bin" / "opa"
 POLICY_PATHS = [str(ROOT / "policies" / "wsc"), str(ROOT / "policies" / "data")]
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (setpriv, mint daemon)")
-needs_tools = pytest.mark.skipif(
-    not OPA.exists() or shutil.which("setpriv") is None, reason="needs OPA (make tools), setpriv"
-)
 
 
 def k8s_schema_version() -> str:
@@ -52,13 +49,12 @@ def k8s_schema_version() -> str:
     return match.group(1)
 
 
-def conftest_binary() -> str | None:
-    local = ROOT / ".tools" / "bin" / "conftest"
-    return str(local) if local.exists() else shutil.which("conftest")
+def conftest_binary() -> str:
+    return tool("conftest")
 
 
 def opa_binary() -> str:
-    return str(OPA) if OPA.exists() else (shutil.which("opa") or "opa")
+    return tool("opa")
 
 
 @dataclass

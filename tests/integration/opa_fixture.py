@@ -42,6 +42,7 @@ from types import ModuleType
 from typing import Any
 
 import requests
+from toolpaths import tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "opa" / "config.yaml"
@@ -63,8 +64,8 @@ builder = _load_builder()
 
 
 def opa_binary() -> str:
-    """The pinned OPA that `make tools` installed."""
-    return str(builder.default_opa())
+    """The pinned OPA (installed by make when missing)."""
+    return tool("opa")
 
 
 def free_port() -> int:

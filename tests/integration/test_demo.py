@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from admission_stack import ROOT, needs_root, needs_tools
+from admission_stack import ROOT, needs_root
 from opa_fixture import builder, opa_binary
 
 from tokensvc.devstack import USER_A, setpriv
 
-pytestmark = [needs_root, needs_tools, pytest.mark.root]
+pytestmark = [needs_root, pytest.mark.root]
 
 
 def processes_mentioning(text: str) -> list[str]:

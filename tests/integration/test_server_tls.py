@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from admission_stack import forge_token, needs_root, needs_tools, opa_binary, run_as
+from admission_stack import forge_token, needs_root, opa_binary, run_as
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -23,7 +23,7 @@ from opa_fixture import OpaHandle, start_opa
 
 from tokensvc.devstack import USER_A, Stack
 
-pytestmark = [needs_root, needs_tools, pytest.mark.root]
+pytestmark = [needs_root, pytest.mark.root]
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

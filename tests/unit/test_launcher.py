@@ -6,7 +6,6 @@ import copy
 import dataclasses
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from kubernetes.client import ApiClient, V1Pod
+from toolpaths import tool
 
 from tokensvc.jobs import JobRequest, MountRequest, parse_job_request
 from tokensvc.launcher import LaunchRefused, build_pod, pod_manifest
@@ -323,15 +323,6 @@ def test_schema_check_is_strict() -> None:
 CONFTEST_POLICY = ROOT / "policies" / "conftest"
 
 
-def _conftest() -> str | None:
-    local = ROOT / ".tools" / "bin" / "conftest"
-    return str(local) if local.exists() else shutil.which("conftest")
-
-
-@pytest.mark.skipif(
-    not any(CONFTEST_POLICY.rglob("*.rego")) or _conftest() is None,
-    reason="conftest rules not present",
-)
 def test_pods_pass_the_conftest_rules(tmp_path: Path) -> None:
     files = []
     for name, pod in VARIANTS.items():
@@ -340,7 +331,7 @@ def test_pods_pass_the_conftest_rules(tmp_path: Path) -> None:
         files.append(str(path))
     run = subprocess.run(
         [
-            str(_conftest()),
+            tool("conftest"),
             "test",
             "--namespace",
             "conftest.pod",

@@ -13,13 +13,13 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from admission_stack import forge_token, job_body, needs_root, needs_tools, stack_fixture
+from admission_stack import forge_token, job_body, needs_root, stack_fixture
 from kube import JOBS_NAMESPACE, KubeAPI
 from opa_fixture import OpaHandle, start_opa
 
 from tokensvc.devstack import ADMIN, USER_A, USER_B, Stack
 
-pytestmark = [needs_root, needs_tools, pytest.mark.usefixtures("deployed_rbac")]
+pytestmark = [needs_root, pytest.mark.usefixtures("deployed_rbac")]
 
 
 @pytest.fixture(scope="module")
