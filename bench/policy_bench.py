@@ -30,14 +30,23 @@ QUERY = "data.wsc.authz.decision"
 TARGET_RATIO = 2.0
 
 
+POLICIES = ROOT / "policies" / "wsc"
+
+
 def bench(
-    opa: str, data_dir: Path, input_file: Path, count: int, query: str = QUERY
+    opa: str,
+    data_dir: Path,
+    input_file: Path,
+    count: int,
+    *,
+    query: str = QUERY,
+    policies: Path = POLICIES,
 ) -> dict[str, float]:
     out = subprocess.run(
         [
             opa, "bench", "--format", "json", "--benchmem", "--count", str(count),
             "--ignore", "*_test.rego",
-            "--data", str(ROOT / "policies" / "wsc"),
+            "--data", str(policies),
             "--data", str(data_dir / "data"),
             "--input", str(input_file),
             query,
@@ -69,11 +78,11 @@ def _documents(text: str) -> list[str]:
     return docs
 
 
-def check_allowed(opa: str, data_dir: Path, input_file: Path) -> None:
+def check_allowed(opa: str, data_dir: Path, input_file: Path, policies: Path = POLICIES) -> None:
     out = subprocess.run(
         [
             opa, "eval", "--format", "json", "--ignore", "*_test.rego",
-            "--data", str(ROOT / "policies" / "wsc"), "--data", str(data_dir / "data"),
+            "--data", str(policies), "--data", str(data_dir / "data"),
             "--input", str(input_file), QUERY,
         ],
         check=True, capture_output=True, text=True,
@@ -88,16 +97,24 @@ def main() -> int:
     parser.add_argument("--opa", default=str(ROOT / ".tools" / "bin" / "opa"))
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench-policy")
     parser.add_argument("--count", type=int, default=3, help="opa bench --count (fastest kept)")
+    parser.add_argument(
+        "--policies",
+        type=Path,
+        default=POLICIES,
+        help="policy directory to bench (default policies/wsc; e.g. an older copy to compare)",
+    )
     args = parser.parse_args()
     results: dict[tuple[int, str], dict[str, float]] = {}
     for n in SIZES:
         data_dir = args.workdir / str(n)
         write(data_dir, n)
         for case in CASES:
-            check_allowed(args.opa, data_dir, data_dir / f"{case}.json")
-            results[n, case] = bench(args.opa, data_dir, data_dir / f"{case}.json", args.count)
+            check_allowed(args.opa, data_dir, data_dir / f"{case}.json", args.policies)
+            results[n, case] = bench(
+                args.opa, data_dir, data_dir / f"{case}.json", args.count, policies=args.policies
+            )
     calib = bench(
-        args.opa, args.workdir / str(SIZES[0]), data_dir / "input.json", args.count, "x := 1"
+        args.opa, args.workdir / str(SIZES[0]), data_dir / "input.json", args.count, query="x := 1"
     )
 
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")

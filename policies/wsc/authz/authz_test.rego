@@ -164,6 +164,24 @@ test_every_case_passes if {
 	count(failing) == 0
 }
 
+# allow never evaluates the denial rules, so every positive rule must imply
+# that none of them fires: on every case, allowed iff no denial.
+test_allowed_iff_no_denial if {
+	inconsistent := {name |
+		some name, tc in cases
+		allowed := authz.allow with input as tc.input
+			with data.wsc.groups as groups
+			with data.wsc.levels as levels
+			with data.wsc.exports as exports
+		denials := authz._denials with input as tc.input
+			with data.wsc.groups as groups
+			with data.wsc.levels as levels
+			with data.wsc.exports as exports
+		allowed == count(denials) > 0
+	}
+	count(inconsistent) == 0
+}
+
 test_denied_without_a_permitting_rule if {
 	d := authz.decision with input as {"identity": bob, "action": "list"}
 		with data.wsc.groups as groups

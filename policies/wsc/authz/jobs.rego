@@ -16,11 +16,12 @@ _own_job if {
 	input.request.job.owner_uid == input.identity.uid
 }
 
-_job_gid := _member_names[input.request.job.project]
+# The caller's membership of the job's project: [gid key, level].
+_job := _members[input.request.job.project]
 
-_job_rights := privilege.rights(_job_gid, _job_level)
+_job_rights := privilege.rights(_job)
 
-_job_level := _membership[_job_gid].level
+_job_level := _job[1]
 
 _may_see_job if _own_job
 
@@ -53,7 +54,7 @@ _job_denials contains "request.job: needs owner_uid (integer) and project (strin
 _job_denials contains "job of another user in a project you are not a member of" if {
 	_job_ok
 	not _own_job
-	not _job_gid
+	not _job
 }
 
 _job_denials contains msg if {
@@ -82,7 +83,7 @@ _job_denials contains "request.priority: must be an integer >= 0" if {
 _job_denials contains msg if {
 	input.action == "set_priority"
 	_own_job
-	not _job_gid
+	not _job
 	msg := sprintf("project %q: setting a priority needs membership in the job's project", [input.request.job.project])
 }
 

@@ -87,6 +87,27 @@ job_cases := {
 		"input": {"identity": object.union(bob, {"groups": numbers.range(5000, 6024)}), "action": "list"},
 		"reasons": ["identity: groups must be a list of at most 1024 gids"],
 	},
+	"ids written as 1002.0 or 2.001e3 are the same integers": {
+		"input": {"identity": object.union(bob, {"uid": 1002.0, "groups": [2.001e3]}), "action": "list"},
+		"allow": true,
+		"expect": {"privileges": {"ml-team": "member"}, "visible_projects": ["ml-team"]},
+	},
+	"a malformed uid gives no memberships": {
+		"input": submit(object.union(bob, {"uid": "1002"}), "ml-team", []),
+		"reasons": [
+			"identity: uid must be an integer in [1, 4294967294]",
+			`project "ml-team": not one of your groups`,
+		],
+		"expect": {"privileges": {}},
+	},
+	"a fractional uid is denied": {
+		"input": {"identity": object.union(bob, {"uid": 1002.5}), "action": "list"},
+		"reasons": ["identity: uid must be an integer in [1, 4294967294]"],
+	},
+	"1024 groups are the most (max_identity_groups)": {
+		"input": {"identity": object.union(bob, {"groups": numbers.range(5001, 6024)}), "action": "list"},
+		"allow": true,
+	},
 	"unknown gids give no privileges": {
 		"input": {"identity": object.union(bob, {"groups": [2001, 77777]}), "action": "list"},
 		"allow": true,

@@ -15,6 +15,10 @@ mount_cases := {
 			"request.mounts: must be a list of at most 32 mounts",
 		],
 	},
+	"32 mounts are the most (max_mounts)": {
+		"input": submit(bob, "ml-team", [rw(sprintf("/nfs/home/1002/d%d", [n])) | some n in numbers.range(1, 32)]),
+		"allow": true,
+	},
 	"the same path twice is denied": {
 		"input": submit(bob, "ml-team", [ro("/nfs/datasets/a"), rw("/nfs/datasets/./a/")]),
 		"reasons": [

@@ -1,18 +1,26 @@
 # Submit: a job is charged to one project group the submitter is in; its level
 # there bounds systems and priority, and every requested mount must be granted.
+#
+# The decision computes only what an allowed submit needs (_grants and the
+# limits); the reasons (_submit_denials) are evaluated only when the request
+# is denied (see reasons in authz.rego), and re-derive each failing mount's
+# message from the same lookups.
 package wsc.authz
 
 import data.wsc.paths
 import data.wsc.privilege
 import data.wsc.storage
 
+# The caller's membership of the project group: [gid key, level].
+_project := _members[input.request.project]
+
 default _project_gid := null
 
-_project_gid := _member_names[input.request.project]
+_project_gid := to_number(_project[0])
 
-_project_rights := privilege.rights(_project_gid, _project_level)
+_project_rights := privilege.rights(_project)
 
-_project_level := _membership[_project_gid].level
+_project_level := _project[1]
 
 default _systems := 1
 
@@ -22,7 +30,7 @@ default _request_mounts := []
 
 _request_mounts := input.request.mounts
 
-_supplemental_groups := sort({_project_gid} | union({r.gids | some r in _mounts}))
+_supplemental_groups := sort({_project_gid} | union({g.gids | some g in _grants}))
 
 _submit_denials contains "request.project: must name one of your groups" if {
 	not is_string(object.get(input, ["request", "project"], null))
@@ -68,12 +76,13 @@ _submit_denials contains "request.mounts: must be a list of at most 32 mounts" i
 }
 
 _submit_denials contains msg if {
-	some r in _mounts
-	msg := r.error
+	some i, m in _request_mounts
+	not _grants[i]
+	msg := _mount_error(i, m)
 }
 
 _submit_denials contains sprintf("mount %q: requested more than once", [p]) if {
-	requested := [c.path | some c in _checked; c.path]
+	requested := [c.path | some c in _checked]
 	some p in {q | some q in requested}
 	count([q | some q in requested; q == p]) > 1
 }
@@ -97,57 +106,73 @@ _positive(n) if {
 	n >= 1
 }
 
-# Each requested mount checked once: {"path": clean path, "mode"} or {"error"}.
-_checked[i] := _check(m) if some i, m in _request_mounts
+# Each acceptable mount, by index: {"path": clean path, "mode"}. Mounts that
+# are malformed or whose path is refused are absent (_check_error says why).
+_checked[i] := c if {
+	some i, m in _request_mounts
+	c := _check(m)
+}
 
-_check(m) := {"error": sprintf("mount %v: must be {path, mode}", [m])} if not is_object(m)
+_check(m) := {"path": p, "mode": m.mode} if {
+	p := paths.clean(m.path)
+	m.mode in {"ro", "rw"}
+} else := {"path": paths.normalise(m.path), "mode": m.mode} if {
+	is_string(m.path)
+	not paths.problem(m.path)
+	m.mode in {"ro", "rw"}
+}
 
-else := {"error": sprintf("mount %v: path is missing", [m])} if not "path" in object.keys(m)
-
-else := {"error": sprintf("mount %v: path is not a string", [m.path])} if not is_string(m.path)
-
-else := {"error": sprintf("mount %q: %s", [m.path, problem])} if {
-	problem := paths.problem(m.path)
-} else := {"error": sprintf("mount %q: mode must be \"ro\" or \"rw\"", [m.path])} if {
-	not object.get(m, "mode", null) in {"ro", "rw"}
-} else := {"path": paths.normalise(m.path), "mode": m.mode}
-
-# The export and rule serving each checked mount.
-_ends[i] := paths.ends(c.path) if some i, c in _checked
-
-_export[i] := storage.export_of(_checked[i].path, ends) if some i, ends in _ends
-
-_rule[i] := storage.rule_of(exp, _checked[i].path, _ends[i]) if some i, exp in _export
-
-# {index: {"mount": grant, "gids": set} or {"error": message}} for every requested mount.
-_mounts[i] := {"error": c.error} if some i, c in _checked
-
-_mounts[i] := {"error": sprintf("mount %q: outside every NFS export", [c.path])} if {
+# {index: {"mount": grant, "gids": set}} for every mount its export's rule grants.
+_grants[i] := {"mount": mount, "gids": gids} if {
 	some i, c in _checked
-	c.path
-	not _export[i]
+	exp := storage.export_of(c.path)
+	hit := storage.rule_of(exp)
+	gids := _grant_gids(hit, c.mode)
+	mount := {
+		"path": c.path,
+		"export": exp.name,
+		"pvc": exp.pvc,
+		"sub_path": exp.rest,
+		"read_only": c.mode == "ro",
+	}
 }
 
-_mounts[i] := {"error": sprintf("mount %q: no rule of export %q covers it", [_checked[i].path, exp.name])} if {
-	some i, exp in _export
-	not _rule[i]
+# No gid for a directory the rule's owner clause gives the caller; else the
+# one gid through which the rule's groups grant the mode.
+_grant_gids(hit, mode) := set() if {
+	storage.owner_grants(hit.rule, mode, hit.below, input.identity)
+} else := {gid} if {
+	gid := storage.granting_gid(hit.rule, mode, _members, input.request.project)
 }
 
-_mounts[i] := _grant(_checked[i], _export[i], hit) if some i, hit in _rule
+# --- denial path: why a mount was not granted ------------------------------------
 
-_grant(c, exp, hit) := {"mount": _mount_out(c, exp), "gids": set()} if {
-	storage.owner_grants(hit.rule, c.mode, hit.below, input.identity)
-} else := {"mount": _mount_out(c, exp), "gids": gids} if {
-	gids := storage.granting_gids(hit.rule, c.mode, _member_names, _project_gid)
-} else := {"error": sprintf(
+_mount_error(i, m) := _check_error(m) if {
+	not _checked[i]
+} else := sprintf("mount %q: outside every NFS export", [c.path]) if {
+	c := _checked[i]
+	not storage.export_of(c.path)
+} else := sprintf("mount %q: no rule of export %q covers it", [c.path, exp.name]) if {
+	c := _checked[i]
+	exp := storage.export_of(c.path)
+	not storage.rule_of(exp)
+} else := sprintf(
 	"mount %q (%s): rule %q of export %q grants you no %s access",
 	[c.path, c.mode, hit.path, exp.name, c.mode],
-)}
+) if {
+	c := _checked[i]
+	exp := storage.export_of(c.path)
+	hit := storage.rule_of(exp)
+}
 
-_mount_out(c, exp) := {
-	"path": c.path,
-	"export": exp.name,
-	"pvc": exp.pvc,
-	"sub_path": exp.rest,
-	"read_only": c.mode == "ro",
+_check_error(m) := sprintf("mount %v: must be {path, mode}", [m]) if not is_object(m)
+
+else := sprintf("mount %v: path is missing", [m]) if not "path" in object.keys(m)
+
+else := sprintf("mount %v: path is not a string", [m.path]) if not is_string(m.path)
+
+else := sprintf("mount %q: %s", [m.path, problem]) if {
+	problem := paths.problem(m.path)
+} else := sprintf("mount %q: mode must be \"ro\" or \"rw\"", [m.path]) if {
+	not object.get(m, "mode", null) in {"ro", "rw"}
 }

@@ -6,7 +6,9 @@
 #   refused rather than decoded, and non-ASCII (unicode look-alikes of '/' or
 #   '.') is refused rather than folded. '.', '//' and a trailing '/' vanish;
 #   '..' is resolved lexically and may never climb above '/'. The common case
-#   (no '..') costs a few builtin calls, which keeps decisions fast.
+#   (no '..' component) is accepted and normalised by clean(p) in a handful of
+#   builtin calls with constant, precompiled patterns and no per-component
+#   iteration; problem(p) and normalise(p) handle everything else.
 package wsc.paths
 
 # METADATA
@@ -45,6 +47,30 @@ normalise(p) := p if _clean(p)
 else := _join(_resolve(_names(p))) if _has_dotdot(p)
 
 else := _join(_names(p))
+
+# METADATA
+# description: |
+#   The clean absolute form of p when p is acceptable (problem(p) undefined)
+#   and has no '..' component: the common case, decided by one regex match and
+#   normalised by one regex replacement ('//', '/./', a trailing '/' or '/.'
+#   vanish). Undefined for anything else, including every path problem(p)
+#   refuses: callers fall back to problem(p) and normalise(p).
+#   The limits and the pattern are written out (not max_length, a named
+#   pattern rule, ...): this runs for every mount of every submit, and each
+#   rule reference costs a lookup. The pattern: an absolute path over the
+#   accepted charset whose components are all empty, '.' or names ('..' is not
+#   one of them; "..." and "..x" are). Squashing "/", "//" or "/." leaves "",
+#   the root.
+clean(p) := object.get({"": "/"}, squashed, squashed) if {
+	is_string(p)
+	count(p) <= 1024
+
+	# regal ignore:line-length
+	regex.match(`^(?:/(?:[A-Za-z0-9_@+,=-][A-Za-z0-9._@+,=-]*|\.(?:[A-Za-z0-9_@+,=-][A-Za-z0-9._@+,=-]*)?|\.\.[A-Za-z0-9._@+,=-]+)?)+$`, p)
+	strings.count(p, "/") <= 64
+	not regex.match(`[^/]{256}`, p)
+	squashed := regex.replace(p, `/(?:\.?/)*\.?$|(/)(?:\.?/)+`, "$1")
+}
 
 # METADATA
 # description: |
