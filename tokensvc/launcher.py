@@ -1,8 +1,10 @@
 """Launcher: turn an allowed decision into a pod spec (pure) and hand it to a submitter.
 
 :func:`build_pod` is a pure function of the token's identity, OPA's decision
-and the validated request: no I/O, no clock, no environment. It refuses to
-build anything the invariants forbid even if a policy bug allowed it (uid or
+and the validated request: no I/O, no clock, no environment. It is
+:func:`build_manifest` (the same pod as a plain dict, which the server's hot
+path submits) read through the Kubernetes client's ``V1Pod`` model. Both
+refuse to build anything the invariants forbid even if a policy bug allowed it (uid or
 gid 0, a run-as uid other than the token's, a gid the token does not carry,
 more than 16 groups), so a wrong decision can at worst fail a submit, never
 launch as someone else.
@@ -105,32 +107,26 @@ def _mount_plan(decision: Decision, request: JobRequest) -> list[tuple[GrantedMo
 
 def _volumes(
     plan: list[tuple[GrantedMount, str, bool]],
-) -> tuple[list[k8s.V1Volume], list[k8s.V1VolumeMount]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     # One volume per PVC (in first-use order); each granted path is a subPath
     # mount of it. The volume is read-only unless some mount of it is rw.
     claims: dict[str, str] = {}
     writable: set[str] = set()
-    volume_mounts: list[k8s.V1VolumeMount] = []
+    volume_mounts: list[dict[str, Any]] = []
     for granted, path, read_only in plan:
         _check_sub_path(granted.sub_path)
         name = claims.setdefault(granted.pvc, f"nfs-{len(claims)}")
         if not read_only:
             writable.add(granted.pvc)
-        volume_mounts.append(
-            k8s.V1VolumeMount(
-                name=name,
-                mount_path=path,
-                sub_path=granted.sub_path or None,
-                read_only=read_only,
-            )
-        )
+        mount: dict[str, Any] = {"mountPath": path, "name": name, "readOnly": read_only}
+        if granted.sub_path:
+            mount["subPath"] = granted.sub_path
+        volume_mounts.append(mount)
     volumes = [
-        k8s.V1Volume(
-            name=name,
-            persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
-                claim_name=pvc, read_only=pvc not in writable
-            ),
-        )
+        {
+            "name": name,
+            "persistentVolumeClaim": {"claimName": pvc, "readOnly": pvc not in writable},
+        }
         for pvc, name in claims.items()
     ]
     return volumes, volume_mounts
@@ -145,15 +141,21 @@ def effective_priority(decision: Decision, request: JobRequest) -> int:
     return DEFAULT_PRIORITY
 
 
-def build_pod(
+def build_manifest(
     identity: Identity,
     decision: Decision,
     request: JobRequest,
     *,
     namespace: str = DEFAULT_NAMESPACE,
     decision_id: str | None,
-) -> k8s.V1Pod:
-    """The pod for an allowed submit decision. Pure; raises :class:`LaunchRefused`."""
+) -> dict[str, Any]:
+    """The pod for an allowed submit decision as a manifest dict. Pure; :class:`LaunchRefused`.
+
+    camelCase keys, no nulls, keys in the order the ``V1Pod`` model writes
+    them: exactly ``pod_manifest(build_pod(...))`` (the tests check it key for
+    key). The server's hot path: building the ~14 pydantic models of a pod
+    costs more than everything else in a submit but the HTTP layer and OPA.
+    """
     if not decision.allow:
         raise LaunchRefused("decision does not allow this job")
     run_as = decision.run_as
@@ -176,55 +178,82 @@ def build_pod(
     name = job_name(identity.token_id)
     volumes, volume_mounts = _volumes(_mount_plan(decision, request))
 
+    annotations = {ANNOTATION_PRIORITY: str(effective_priority(decision, request))}
+    if decision_id is not None:
+        annotations[ANNOTATION_DECISION_ID] = decision_id
     labels = {
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_OWNER_UID: str(identity.uid),
         LABEL_PROJECT: request.project,
         LABEL_TOKEN_ID: identity.token_id,
     }
-    annotations = {ANNOTATION_PRIORITY: str(effective_priority(decision, request))}
-    if decision_id is not None:
-        annotations[ANNOTATION_DECISION_ID] = decision_id
-
     systems = str(request.systems)
-    container = k8s.V1Container(
-        name=CONTAINER_NAME,
-        image=request.image,
-        command=list(request.command),
-        resources=k8s.V1ResourceRequirements(
-            limits={SYSTEMS_RESOURCE: systems}, requests={SYSTEMS_RESOURCE: systems}
-        ),
-        security_context=k8s.V1SecurityContext(
-            allow_privilege_escalation=False,
-            privileged=False,
-            capabilities=k8s.V1Capabilities(drop=["ALL"]),
-            run_as_non_root=True,
-            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
-        ),
-        volume_mounts=volume_mounts or None,
+    container: dict[str, Any] = {
+        "command": list(request.command),
+        "image": request.image,
+        "name": CONTAINER_NAME,
+        "resources": {
+            "limits": {SYSTEMS_RESOURCE: systems},
+            "requests": {SYSTEMS_RESOURCE: systems},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "privileged": False,
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if volume_mounts:
+        container["volumeMounts"] = volume_mounts
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "containers": [container],
+        "enableServiceLinks": False,
+        "restartPolicy": "Never",
+        "securityContext": {
+            "runAsGroup": run_as.gid,
+            "runAsNonRoot": True,
+            "runAsUser": run_as.uid,
+            "seccompProfile": {"type": "RuntimeDefault"},
+            "supplementalGroups": groups,
+            "supplementalGroupsPolicy": "Strict",
+        },
+    }
+    if volumes:
+        spec["volumes"] = volumes
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "annotations": annotations,
+            "labels": labels,
+            "name": name,
+            "namespace": namespace,
+        },
+        "spec": spec,
+    }
+
+
+def build_pod(
+    identity: Identity,
+    decision: Decision,
+    request: JobRequest,
+    *,
+    namespace: str = DEFAULT_NAMESPACE,
+    decision_id: str | None,
+) -> k8s.V1Pod:
+    """The pod for an allowed submit decision as the client's typed ``V1Pod``. Pure.
+
+    :func:`build_manifest` read through the official model, which checks
+    every field's type and refuses unknown fields; raises
+    :class:`LaunchRefused` as that does.
+    """
+    manifest = build_manifest(
+        identity, decision, request, namespace=namespace, decision_id=decision_id
     )
-    return k8s.V1Pod(
-        api_version="v1",
-        kind="Pod",
-        metadata=k8s.V1ObjectMeta(
-            name=name, namespace=namespace, labels=labels, annotations=annotations
-        ),
-        spec=k8s.V1PodSpec(
-            restart_policy="Never",
-            automount_service_account_token=False,
-            enable_service_links=False,
-            security_context=k8s.V1PodSecurityContext(
-                run_as_user=run_as.uid,
-                run_as_group=run_as.gid,
-                run_as_non_root=True,
-                supplemental_groups=groups,
-                supplemental_groups_policy="Strict",
-                seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
-            ),
-            containers=[container],
-            volumes=volumes or None,
-        ),
-    )
+    pod: k8s.V1Pod = k8s.V1Pod.model_validate(manifest)
+    return pod
 
 
 def pod_manifest(pod: k8s.V1Pod) -> dict[str, Any]:
@@ -249,6 +278,7 @@ __all__ = [
     "SYSTEMS_RESOURCE",
     "Identity",
     "LaunchRefused",
+    "build_manifest",
     "build_pod",
     "effective_priority",
     "pod_manifest",

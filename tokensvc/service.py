@@ -25,8 +25,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from tokensvc.claims import Claims
 from tokensvc.errors import InvalidToken, PolicyDenied, PolicyUnavailable, TokenRejected
 from tokensvc.jobs import JobRecord, JobRequest, job_name
-from tokensvc.launcher import LaunchRefused, build_pod, pod_manifest
-from tokensvc.opa import Action, DecisionResult, OpaClient, OpaUnavailable
+from tokensvc.launcher import LaunchRefused, build_manifest
+from tokensvc.opa import ACTIONS, Action, DecisionResult, OpaClient, OpaUnavailable
 from tokensvc.submitters import SubmitFailed, Submitter
 from tokensvc.validate import TokenValidator
 
@@ -76,10 +76,19 @@ class Metrics:
         self.submit_failures = Counter(
             "tokensvc_submit_failures", "Submitter failures by kind", ["kind"], registry=r
         )
+        # Children looked up once: ``labels()`` costs a lock and a dict walk per call.
+        self.decision_results = {
+            (action, result): self.decisions.labels(action, result)
+            for action in ACTIONS
+            for result in ("allow", "deny", "error")
+        }
+
+
+_AUDIT_LOG: Final = logging.getLogger(AUDIT_LOGGER)
 
 
 def _audit_to_log(event: Mapping[str, Any]) -> None:
-    logging.getLogger(AUDIT_LOGGER).info(json.dumps(event, separators=(",", ":"), sort_keys=True))
+    _AUDIT_LOG.info(json.dumps(event, separators=(",", ":"), sort_keys=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +180,7 @@ class AdmissionService:
             result = self.opa.decide(doc)
         except OpaUnavailable as err:
             self.metrics.opa_errors.labels(err.failure).inc()
-            self.metrics.decisions.labels(action, "error").inc()
+            self.metrics.decision_results[action, "error"].inc()
             self._audit({**audit, "error": str(err)})
             raise
         finally:
@@ -181,7 +190,7 @@ class AdmissionService:
             decision_id=result.decision_id, allow=decision.allow, reasons=list(decision.reasons)
         )
         self._audit(audit)
-        self.metrics.decisions.labels(action, "allow" if decision.allow else "deny").inc()
+        self.metrics.decision_results[action, "allow" if decision.allow else "deny"].inc()
         if not decision.allow:
             raise Denied(decision.reasons, result.decision_id)
         return result
@@ -192,7 +201,9 @@ class AdmissionService:
         name = job_name(claims.token_id)
         result = self._decide(claims, "submit", request.to_input(), request_id=request_id, job=name)
         try:
-            pod = build_pod(
+            # The manifest dict directly (equal to pod_manifest(build_pod(...)), tested):
+            # no pydantic models on the hot path.
+            manifest = build_manifest(
                 claims,
                 result.decision,
                 request,
@@ -204,7 +215,6 @@ class AdmissionService:
             self.metrics.opa_errors.labels("unusable").inc()
             self._audit_not_created(request_id, name, "unusable", str(err))
             raise PolicyUnavailable(f"policy decision unusable: {err}") from err
-        manifest = pod_manifest(pod)
         try:
             job = self.submitter.create(manifest)
         except TokenRejected as err:  # JobExists: the token was used before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -11,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import pydantic
 import pytest
 import yaml
 from kubernetes.client import ApiClient, V1Pod
 from toolpaths import tool
 
 from tokensvc.jobs import JobRequest, MountRequest, parse_job_request
-from tokensvc.launcher import LaunchRefused, build_pod, pod_manifest
+from tokensvc.launcher import LaunchRefused, build_manifest, build_pod, pod_manifest
 from tokensvc.opa import Decision, GrantedMount, RunAs, parse_decision
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -178,13 +180,33 @@ def manifest(
     pod = build_pod(Ident(uid), decision, request, decision_id="d-1")
     sanitized: dict[str, Any] = ApiClient().sanitize_for_serialization(pod)
     assert pod_manifest(pod) == sanitized  # the fast path serialises identically
+    same_as_model(build_manifest(Ident(uid), decision, request, decision_id="d-1"), pod)
     return sanitized
+
+
+def same_as_model(fast: dict[str, Any], pod: V1Pod) -> None:
+    """The server's dict is the model's manifest key for key, in the same order (same YAML)."""
+    assert json.dumps(fast) == json.dumps(pod_manifest(pod))
 
 
 def test_pod_is_exactly_the_expected_manifest() -> None:
     assert manifest() == EXPECTED
     pod = build_pod(Ident(1001), DECISION, REQUEST, decision_id="d-1")
     assert isinstance(pod, V1Pod)
+
+
+def test_whole_export_mount_has_no_sub_path() -> None:
+    whole = dataclasses.replace(DECISION.mounts[2], sub_path="")
+    pod = manifest(dataclasses.replace(DECISION, mounts=(*DECISION.mounts[:2], whole)))
+    assert "subPath" not in pod["spec"]["containers"][0]["volumeMounts"][2]
+
+
+def test_the_model_refuses_unknown_fields_and_wrong_types() -> None:
+    # build_pod reads build_manifest through V1Pod: a typo or a wrong type fails there.
+    with pytest.raises(pydantic.ValidationError):
+        V1Pod.model_validate({**EXPECTED, "spec": {**EXPECTED["spec"], "restartPolicyy": "No"}})
+    with pytest.raises(pydantic.ValidationError):
+        V1Pod.model_validate({**EXPECTED, "kind": 1})
 
 
 def test_pod_is_pure() -> None:
@@ -194,7 +216,9 @@ def test_pod_is_pure() -> None:
 def test_minimal_pod_has_no_volumes_and_default_priority() -> None:
     request = JobRequest(project="ml-team", image="busybox", command=("true",))
     decision = Decision(allow=True, run_as=RunAs(1001, 2001), supplemental_groups=(2001,))
-    pod = pod_manifest(build_pod(Ident(1001), decision, request, decision_id=None))
+    model = build_pod(Ident(1001), decision, request, decision_id=None)
+    same_as_model(build_manifest(Ident(1001), decision, request, decision_id=None), model)
+    pod = pod_manifest(model)
     assert "volumes" not in pod["spec"]
     assert "volumeMounts" not in pod["spec"]["containers"][0]
     assert pod["metadata"]["annotations"] == {"tokensvc.io/priority": "0"}
@@ -252,6 +276,8 @@ def test_refuses_what_the_invariants_forbid(change: dict[str, Any], uid: int, me
     decision = dataclasses.replace(DECISION, **change)
     with pytest.raises(LaunchRefused, match=message):
         build_pod(Ident(uid), decision, REQUEST, decision_id=None)
+    with pytest.raises(LaunchRefused, match=message):
+        build_manifest(Ident(uid), decision, REQUEST, decision_id=None)
 
 
 @pytest.mark.parametrize(

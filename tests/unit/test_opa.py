@@ -189,3 +189,83 @@ def test_client_rejects_bad_settings() -> None:
         OpaClient("unix:///x")
     with pytest.raises(ValueError, match="timeout"):
         OpaClient(timeout=0)
+
+
+def test_answer_too_large_fails_closed(peer: str) -> None:
+    reply(200, b'{"result": {"allow": true}, "pad": "' + b"x" * (1 << 20) + b'"}')
+    with OpaClient(peer) as opa, pytest.raises(OpaUnavailable, match="too large") as err:
+        opa.decide(INPUT)
+    assert err.value.failure == "malformed"
+
+
+class RawPeer:
+    """Answers each connection's first request with ``answer`` and hangs up."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.hung_up = threading.Semaphore(0)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                self.connections += 1
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(body) < length:
+                    body += conn.recv(65536)
+                conn.sendall(self.answer)
+            self.hung_up.release()
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self.sock.close()
+        self.thread.join()
+
+
+def test_connection_closed_by_opa_while_idle_is_replaced() -> None:
+    body = b'{"result": {"allow": false, "reasons": ["no"]}}'
+    # No "Connection: close": the client pools the socket, then finds it closed.
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    peer = RawPeer(answer)
+    try:
+        with OpaClient(peer.url) as opa:
+            for _ in range(3):
+                assert opa.decide(INPUT).decision.reasons == ("no",)
+                # Idle, then closed by OPA (a hang-up racing a new request is
+                # a 503: the request may have reached OPA, it is not resent).
+                assert peer.hung_up.acquire(timeout=5)
+        assert peer.connections == 3
+    finally:
+        peer.close()
+
+
+def test_malformed_http_answer_fails_closed() -> None:
+    peer = RawPeer(b"HTTP/1.1 two hundred\r\n\r\n")
+    try:
+        with OpaClient(peer.url) as opa, pytest.raises(OpaUnavailable) as err:
+            opa.decide(INPUT)
+        assert err.value.failure == "malformed"
+    finally:
+        peer.close()
+
+
+def test_answer_cut_short_fails_closed() -> None:
+    peer = RawPeer(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"result": ')
+    try:
+        with OpaClient(peer.url) as opa, pytest.raises(OpaUnavailable) as err:
+            opa.decide(INPUT)
+        assert err.value.failure == "unreachable"
+    finally:
+        peer.close()
