@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import pytest
+from sample_claims import T0, claim_fields
 
 from tokensvc.claims import (
     DEFAULT_TTL,
@@ -20,24 +21,6 @@ from tokensvc.claims import (
     new_claims,
 )
 
-T0 = 1_767_225_600
-
-
-def fields(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "uid": 1001,
-        "gid": 1001,
-        "groups": (100, 2001),
-        "user": "alice",
-        "host": "un1",
-        "realm": "wsc",
-        "issued_at": T0,
-        "expires_at": T0 + 300,
-        "token_id": "00112233445566778899aabbccddeeff",
-    }
-    base.update(overrides)
-    return base
-
 
 def test_defaults_match_the_design() -> None:
     assert (DEFAULT_TTL, MAX_TTL, MAX_SKEW) == (300, 3600, 60)
@@ -46,9 +29,9 @@ def test_defaults_match_the_design() -> None:
 
 
 def test_valid_claims_and_ttl() -> None:
-    claims = Claims(**fields())
+    claims = Claims(**claim_fields())
     assert claims.ttl == 300
-    assert Claims(**fields(uid=0, gid=MAX_ID, groups=(), user="")).uid == 0
+    assert Claims(**claim_fields(uid=0, gid=MAX_ID, groups=(), user="")).uid == 0
 
 
 @pytest.mark.parametrize(
@@ -89,16 +72,16 @@ def test_valid_claims_and_ttl() -> None:
 )
 def test_invalid_fields_are_refused(name: str, value: object) -> None:
     with pytest.raises(ValueError):
-        Claims(**fields(**{name: value}))
+        Claims(**claim_fields(**{name: value}))
 
 
 def test_longest_texts_are_allowed() -> None:
-    claims = Claims(**fields(user="é" * 127 + "a", host="h" * 255, realm="r" * 255))
+    claims = Claims(**claim_fields(user="é" * 127 + "a", host="h" * 255, realm="r" * 255))
     assert len(claims.user.encode()) == MAX_TEXT_BYTES
 
 
 def test_claims_are_frozen() -> None:
-    claims = Claims(**fields())
+    claims = Claims(**claim_fields())
     with pytest.raises(AttributeError):
         claims.uid = 0  # type: ignore[misc]
 
@@ -145,7 +128,7 @@ def test_configurable_max_ttl() -> None:
 
 
 def test_identity_for_opa_has_no_times() -> None:
-    identity = Claims(**fields()).to_identity()
+    identity = Claims(**claim_fields()).to_identity()
     assert identity == {
         "uid": 1001,
         "gid": 1001,
@@ -158,5 +141,5 @@ def test_identity_for_opa_has_no_times() -> None:
 
 
 def test_dict_round_trip() -> None:
-    claims = Claims(**fields())
+    claims = Claims(**claim_fields())
     assert Claims.from_dict(claims.to_dict()) == claims

@@ -7,8 +7,9 @@ import re
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
+from sample_claims import T0, make_claims
 
-from tokensvc.claims import MAX_GROUPS, MAX_TEXT_BYTES, MAX_TTL, Claims
+from tokensvc.claims import MAX_GROUPS, MAX_TEXT_BYTES, MAX_TTL
 from tokensvc.errors import InvalidToken
 from tokensvc.keys import Key, KeyRing, new_key
 from tokensvc.token import (
@@ -27,8 +28,6 @@ from tokensvc.token import (
     seal,
 )
 
-T0 = 1_767_225_600
-
 
 def b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
@@ -36,22 +35,6 @@ def b64(raw: bytes) -> str:
 
 def unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def make_claims(**overrides: object) -> Claims:
-    fields: dict[str, object] = {
-        "uid": 1001,
-        "gid": 1001,
-        "groups": (100, 2001),
-        "user": "alice",
-        "host": "un1",
-        "realm": "wsc",
-        "issued_at": T0,
-        "expires_at": T0 + 300,
-        "token_id": "00112233445566778899aabbccddeeff",
-    }
-    fields.update(overrides)
-    return Claims(**fields)  # type: ignore[arg-type]
 
 
 @pytest.fixture

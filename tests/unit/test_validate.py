@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import sample_claims
+from sample_claims import T0
 
 from tokensvc.claims import MAX_SKEW, MAX_TTL, Claims
 from tokensvc.errors import (
@@ -22,24 +24,14 @@ from tokensvc.replay import MemoryReplayCache
 from tokensvc.token import _seal_with_nonce, seal
 from tokensvc.validate import TokenValidator, check_claims
 
-T0 = 1_767_225_600
 REALM = "wsc"
 
 
 def make_claims(n: int = 0, **overrides: Any) -> Claims:
-    fields: dict[str, object] = {
-        "uid": 1001,
-        "gid": 1001,
-        "groups": (100,),
-        "user": "alice",
-        "host": "un1",
-        "realm": REALM,
-        "issued_at": T0,
-        "expires_at": T0 + 300,
-        "token_id": f"{n:032x}",
-    }
-    fields.update(overrides)
-    return Claims(**fields)  # type: ignore[arg-type]
+    """The sample identity in this realm, with token id ``n``."""
+    return sample_claims.make_claims(
+        **{"realm": REALM, "groups": (100,), "token_id": f"{n:032x}", **overrides}
+    )
 
 
 @pytest.fixture
