@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from opa_fixture import OpaHandle, start_opa
 from usernode import (
     SETPRIV,
     Daemon,
@@ -21,6 +22,18 @@ from usernode import (
     remove_tree,
     start_daemon,
 )
+
+
+@pytest.fixture(scope="module")
+def opa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpaHandle]:
+    """The real OPA, configured by deploy/opa, serving the signed bundle of policies/.
+
+    One per test module (the server tests stop and restart it); test_opa_bundle
+    defines its own per-test OPA under the same name.
+    """
+    handle = start_opa(tmp_path_factory.mktemp("opa"))
+    yield handle
+    handle.stop()
 
 
 def _needs_root_reason() -> str:

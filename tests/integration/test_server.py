@@ -39,14 +39,6 @@ pytestmark = [needs_root, pytest.mark.root]
 
 
 @pytest.fixture(scope="module")
-def opa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpaHandle]:
-    """The real OPA, configured by deploy/opa, serving the signed bundle of policies/."""
-    handle = start_opa(tmp_path_factory.mktemp("opa"))
-    yield handle
-    handle.stop()
-
-
-@pytest.fixture(scope="module")
 def stack(opa: OpaHandle) -> Iterator[Stack]:
     yield from stack_fixture(external_opa=opa.url)
 

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from opa_fixture import OpaHandle, start_opa
+from opa_fixture import OpaHandle
 
 from tokensvc.devstack import USER_A, Stack
 
@@ -57,13 +57,6 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     key_path.chmod(0o600)
     cert_path.chmod(0o644)
     return cert_path, key_path
-
-
-@pytest.fixture(scope="module")
-def opa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpaHandle]:
-    handle = start_opa(tmp_path_factory.mktemp("opa"))
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,18 +15,11 @@ import pytest
 import requests
 from admission_stack import forge_token, job_body, needs_root, stack_fixture
 from kube import JOBS_NAMESPACE, KubeAPI
-from opa_fixture import OpaHandle, start_opa
+from opa_fixture import OpaHandle
 
 from tokensvc.devstack import ADMIN, USER_A, USER_B, Stack
 
 pytestmark = [needs_root, pytest.mark.usefixtures("deployed_rbac")]
-
-
-@pytest.fixture(scope="module")
-def opa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpaHandle]:
-    handle = start_opa(tmp_path_factory.mktemp("opa"))
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture(scope="module")
