@@ -17,6 +17,8 @@ TOOLS_DIR := $(CURDIR)/.tools
 TOOLS_BIN := $(TOOLS_DIR)/bin
 export PATH := $(TOOLS_BIN):$(VENV)/bin:$(PATH)
 export TOKENSVC_K8S_SCHEMA_VERSION := $(K8S_SCHEMA_VERSION)
+# Seconds per benchmark measurement (mk/bench.mk, mk/demo.mk).
+BENCH_DURATION ?= 5
 
 .DEFAULT_GOAL := help
 .PHONY: help venv tools test lint typecheck pytest bench bundle demo up clean

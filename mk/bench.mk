@@ -1,5 +1,4 @@
 # Token benchmarks beside MUNGE (Debian's munge package), same run, ratios.
-BENCH_DURATION ?= 5
 
 .PHONY: bench-mint munge
 

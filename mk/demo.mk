@@ -18,7 +18,6 @@ up: $(VENV)/.installed $(TOOLS_BIN)/opa bundle ## run mint daemon + OPA + server
 # Submit latency/throughput through the server beside the raw OPA decision, same
 # run (bench/bench_submit.py); the table goes to build/, record it in
 # docs/benchmarks.md. Not a timed test: targets are reported, not enforced.
-BENCH_DURATION    ?= 5
 BENCH_SUBMIT_RATE ?= 500
 
 .PHONY: bench-submit
