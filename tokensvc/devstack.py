@@ -121,27 +121,49 @@ def wait_until(check: Any, what: str, timeout: float = START_TIMEOUT, proc: Any 
 BUNDLE_RESOURCE: Final = "/bundles/wsc.tar.gz"  # deploy/opa/config.yaml: bundles.wsc.resource
 
 
-def serve_bundle(bundle: Path) -> http.server.ThreadingHTTPServer:
-    """Serve one file at BUNDLE_RESOURCE (what a bundle service does), in a thread."""
-    data = bundle.read_bytes()
+class BundleServer:
+    """Serves one bundle (bytes, swappable) at BUNDLE_RESOURCE, in a thread; counts requests.
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.split("?")[0] != BUNDLE_RESOURCE:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/gzip")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    What a bundle service does for OPA: the demo serves one file, the tests
+    swap in tampered or unsigned bundles and wait for OPA's next poll.
+    """
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+    def __init__(self) -> None:
+        self.bundle: bytes | None = None
+        self.requests = 0
+        self._lock = threading.Lock()
+        server = self
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True).start()
-    return server
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with server._lock:
+                    server.requests += 1
+                    body = server.bundle
+                if self.path.split("?")[0] != BUNDLE_RESOURCE or body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/gzip")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # OPA's own log says what it fetched
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        threading.Thread(target=self._httpd.serve_forever, args=(0.1,), daemon=True).start()
+
+    def publish(self, bundle: bytes) -> int:
+        """Serve ``bundle`` from now on; returns the request count at the swap."""
+        with self._lock:
+            self.bundle = bundle
+            return self.requests
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
 
 
 @dataclass
@@ -162,7 +184,7 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     opa_port: int = 0
     server_port: int = 0
-    _bundle_server: http.server.ThreadingHTTPServer | None = None
+    _bundle_server: BundleServer | None = None
     _logs: list[IO[bytes]] = field(default_factory=list)
 
     # --- layout ----------------------------------------------------------------------
@@ -266,9 +288,9 @@ class Stack:
                 if self.verification_key is None or self.opa_config is None:
                     raise ConfigError("a signed bundle needs its verification key and OPA config")
                 if self._bundle_server is None:
-                    self._bundle_server = serve_bundle(self.bundle)
-                port = self._bundle_server.server_address[1]
-                env["WSC_BUNDLE_URL"] = f"http://127.0.0.1:{port}"
+                    self._bundle_server = BundleServer()
+                    self._bundle_server.publish(self.bundle.read_bytes())
+                env["WSC_BUNDLE_URL"] = self._bundle_server.url
                 argv += [
                     "--config-file",
                     str(self.opa_config),
@@ -331,8 +353,7 @@ class Stack:
         for name in ("server", "mintd", "opa", *list(self.procs)):
             self.stop_process(name)
         if self._bundle_server is not None:
-            self._bundle_server.shutdown()
-            self._bundle_server.server_close()
+            self._bundle_server.stop()
             self._bundle_server = None
         for log in self._logs:
             log.close()
@@ -372,8 +393,8 @@ __all__ = [
     "USER_A",
     "USER_B",
     "USER_C",
+    "BundleServer",
     "Stack",
     "User",
-    "serve_bundle",
     "setpriv",
 ]

@@ -26,14 +26,12 @@ differently-revisioned ones); ``handle.log()`` is OPA's output so far.
 
 from __future__ import annotations
 
-import http.server
 import importlib.util
 import json
 import os
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,9 +42,10 @@ from typing import Any
 import requests
 from toolpaths import tool
 
+from tokensvc.devstack import BundleServer
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "opa" / "config.yaml"
-BUNDLE_RESOURCE = "/bundles/wsc.tar.gz"  # deploy/opa/config.yaml: bundles.wsc.resource
 DECISION_PATH = "/v1/data/wsc/authz/decision"
 
 
@@ -72,48 +71,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-class BundleServer:
-    """Serves one bundle (bytes, swappable) at BUNDLE_RESOURCE; counts requests."""
-
-    def __init__(self) -> None:
-        self.bundle: bytes | None = None
-        self.requests = 0
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                with server._lock:
-                    server.requests += 1
-                    body = server.bundle
-                if self.path.split("?")[0] != BUNDLE_RESOURCE or body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/gzip")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # keep test output quiet
-
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def publish(self, bundle: bytes) -> int:
-        """Serve bundle from now on; returns the request count at the swap."""
-        with self._lock:
-            self.bundle = bundle
-            return self.requests
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
 
 def write_data_dir(dest: Path, data: Mapping[str, Any]) -> Path:
