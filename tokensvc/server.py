@@ -52,7 +52,7 @@ from tokensvc.keys import KeyRing
 from tokensvc.opa import OpaClient
 from tokensvc.openapi import OPENAPI
 from tokensvc.replay import MemoryReplayCache
-from tokensvc.service import AUDIT_LOGGER, AdmissionService, Denied
+from tokensvc.service import AUDIT_LOGGER, AdmissionService, Denied, audit_line
 from tokensvc.submitters import (
     JobExists,
     KubernetesSubmitter,
@@ -349,10 +349,6 @@ def configure_audit_log(stream: TextIO | None = None) -> None:
         audit.propagate = False
 
 
-def _log_event(**fields: Any) -> None:
-    logging.getLogger(AUDIT_LOGGER).info(json.dumps(fields, separators=(",", ":")))
-
-
 def _reload_keys_on_sighup(service: AdmissionService, settings: Settings) -> None:
     """SIGHUP re-reads the key ring (after `tokensvc keys add/rotate/retire`).
 
@@ -366,9 +362,9 @@ def _reload_keys_on_sighup(service: AdmissionService, settings: Settings) -> Non
                 settings.keyring, trusted_gid=_trusted_gid(settings)
             )
         except TokenServiceError as err:
-            _log_event(event="keyring_reload_failed", error=str(err))
+            audit_line({"event": "keyring_reload_failed", "error": str(err)})
         else:
-            _log_event(event="keyring_reloaded", keys=len(service.validator.ring.keys))
+            audit_line({"event": "keyring_reloaded", "keys": len(service.validator.ring.keys)})
 
     signal.signal(signal.SIGHUP, reload)
 
@@ -384,13 +380,15 @@ def serve(settings: Settings) -> None:
     service = build_service(settings)
     server = settings.server
     _reload_keys_on_sighup(service, settings)
-    _log_event(
-        event="start",
-        bind=f"{server.bind}:{server.port}",
-        opa=server.opa_url,
-        submitter=server.submitter,
-        realm=settings.realm,
-        pid=os.getpid(),
+    audit_line(
+        {
+            "event": "start",
+            "bind": f"{server.bind}:{server.port}",
+            "opa": server.opa_url,
+            "submitter": server.submitter,
+            "realm": settings.realm,
+            "pid": os.getpid(),
+        }
     )
     app = App(service, max_body=server.max_body, threads=server.threads)
     config = uvicorn.Config(

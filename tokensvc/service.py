@@ -87,7 +87,8 @@ class Metrics:
 _AUDIT_LOG: Final = logging.getLogger(AUDIT_LOGGER)
 
 
-def _audit_to_log(event: Mapping[str, Any]) -> None:
+def audit_line(event: Mapping[str, Any]) -> None:
+    """Write one audit event as a JSON line (keys sorted) to the audit logger."""
     _AUDIT_LOG.info(json.dumps(event, separators=(",", ":"), sort_keys=True))
 
 
@@ -125,7 +126,7 @@ class AdmissionService:
         submitter: Submitter,
         namespace: str,
         metrics: Metrics | None = None,
-        audit: Callable[[Mapping[str, Any]], None] = _audit_to_log,
+        audit: Callable[[Mapping[str, Any]], None] = audit_line,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.validator = validator
@@ -287,4 +288,5 @@ __all__ = [
     "Listed",
     "Metrics",
     "Submitted",
+    "audit_line",
 ]
