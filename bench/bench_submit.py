@@ -3,7 +3,9 @@
 Starts the real stack (tokensvc.devstack: OPA with the repository's policies,
 the server with the spool submitter; the mint daemon is not on this path),
 pre-seals one token per request for user A, then drives, from a separate
-process, an open-loop steady load at RATE requests/s for DURATION seconds:
+process (bench/httpload, Go, so the load generator costs little CPU on the
+cores the stack shares), an open-loop steady load at RATE requests/s for
+DURATION seconds:
 
 1. ``raw-opa``: POST /v1/data/wsc/authz/decision with exactly the input the
    server builds for each submit (same identity, same request);
@@ -13,20 +15,18 @@ process, an open-loop steady load at RATE requests/s for DURATION seconds:
 Latency is measured from each request's *scheduled* send time (no
 coordinated omission). Server RSS is the peak (VmHWM) after the run.
 
-Usage: python bench/bench_submit.py [--rate 500] [--duration 10] [--record FILE]
+Usage: python bench/bench_submit.py [--rate 500] [--duration 10] [--httpload BIN] [--record FILE]
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import multiprocessing
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,84 +56,37 @@ TARGETS = {
 }
 
 
-def _worker(
-    *,
-    port: int,
-    path: str,
-    payloads: list[tuple[bytes, dict[str, str]]],
-    start: float,
-    rate: float,
-    offset: int,
-    stride: int,
-    out: list[tuple[float, int]],
-) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    for k in range(offset, len(payloads), stride):
-        due = start + k / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        body, headers = payloads[k]
-        conn.request("POST", path, body=body, headers=headers)
-        resp = conn.getresponse()
-        resp.read()
-        out.append((time.perf_counter() - due, resp.status))
-    conn.close()
-
-
-def generate(
-    *,
-    port: int,
-    path: str,
-    payloads: list[tuple[bytes, dict[str, str]]],
-    rate: float,
-    threads: int,
-    queue: Any,
-) -> None:
-    """Runs in a separate process: open-loop load, reports [(latency, status)]."""
-    results: list[list[tuple[float, int]]] = [[] for _ in range(threads)]
-    start = time.perf_counter() + 0.2
-    workers = [
-        threading.Thread(
-            target=_worker,
-            kwargs={
-                "port": port,
-                "path": path,
-                "payloads": payloads,
-                "start": start,
-                "rate": rate,
-                "offset": i,
-                "stride": threads,
-                "out": results[i],
-            },
-        )
-        for i in range(threads)
-    ]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - start
-    queue.put(([r for rs in results for r in rs], elapsed))
-
-
 def drive(
-    port: int, path: str, payloads: list[tuple[bytes, dict[str, str]]], rate: float, threads: int
+    port: int,
+    path: str,
+    payloads: list[tuple[bytes, dict[str, str]]],
+    *,
+    rate: float,
+    connections: int,
+    httpload: str,
+    workdir: Path,
 ) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    kwargs = {
-        "port": port,
-        "path": path,
-        "payloads": payloads,
-        "rate": rate,
-        "threads": threads,
-        "queue": queue,
-    }
-    proc = ctx.Process(target=generate, kwargs=kwargs)
-    proc.start()
-    samples, elapsed = queue.get(timeout=600)
-    proc.join(timeout=30)
+    """Open-loop load from bench/httpload (a separate Go process); latency stats."""
+    requests = workdir / "requests.jsonl"
+    with requests.open("w") as f:
+        for body, headers in payloads:
+            f.write(json.dumps({"body": body.decode(), "headers": headers}) + "\n")
+    out = subprocess.run(
+        [
+            httpload,
+            f"-addr=127.0.0.1:{port}",
+            f"-path={path}",
+            f"-requests={requests}",
+            f"-rate={rate}",
+            f"-connections={connections}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    ).stdout.splitlines()
+    elapsed = float(out[-1].split()[1])
+    samples = [(int(ns) / 1e9, int(status)) for ns, status in (line.split() for line in out[:-1])]
     lat = sorted(s[0] for s in samples)
     statuses: dict[int, int] = {}
     for _, status in samples:
@@ -227,7 +180,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--threads", type=int, default=8, help="load generator connections")
+    parser.add_argument("--connections", type=int, default=8, help="load generator connections")
+    parser.add_argument("--httpload", default=str(ROOT / ".tools" / "bin" / "httpload"))
     parser.add_argument("--opa", default=str(ROOT / ".tools" / "bin" / "opa"))
     parser.add_argument("--bundle", help="signed bundle (default: policy directories)")
     parser.add_argument("--verification-key", help="public key the bundle is signed for")
@@ -252,16 +206,20 @@ def main() -> int:
         submits, raws = payloads_for(stack, n + 200)
         warm_sub, submits = submits[:200], submits[200:]
         warm_raw, raws = raws[:200], raws[200:]
-        drive(stack.opa_port, DECISION_PATH, warm_raw, 200, 2)  # warm up both paths
-        drive(stack.server_port, "/v1/jobs", warm_sub, 200, 2)
+        # Warm up both paths, then measure them one after the other.
+        load = {"httpload": args.httpload, "workdir": stack.workdir}
+        drive(stack.opa_port, DECISION_PATH, warm_raw, rate=200, connections=2, **load)
+        drive(stack.server_port, "/v1/jobs", warm_sub, rate=200, connections=2, **load)
         server_pid, opa_pid = stack.procs["server"].pid, stack.procs["opa"].pid
         rows = {}
-        for name, port, path, load in (
+        for name, port, path, payloads in (
             ("raw OPA decision", stack.opa_port, DECISION_PATH, raws),
             ("submit (server)", stack.server_port, "/v1/jobs", submits),
         ):
             before = cpu_seconds(server_pid), cpu_seconds(opa_pid)
-            rows[name] = drive(port, path, load, args.rate, args.threads)
+            rows[name] = drive(
+                port, path, payloads, rate=args.rate, connections=args.connections, **load
+            )
             count = rows[name]["requests"]
             rows[name]["server_cpu_ms"] = (cpu_seconds(server_pid) - before[0]) / count * 1000
             rows[name]["opa_cpu_ms"] = (cpu_seconds(opa_pid) - before[1]) / count * 1000

@@ -20,11 +20,16 @@ up: $(VENV)/.installed $(TOOLS_BIN)/opa bundle ## run mint daemon + OPA + server
 # docs/benchmarks.md. Not a timed test: targets are reported, not enforced.
 BENCH_SUBMIT_RATE ?= 500
 
+# The open-loop load generator, stdlib-only Go.
+$(TOOLS_BIN)/httpload: bench/httpload/main.go
+	mkdir -p $(@D)
+	cd bench/httpload && GO111MODULE=off go build -trimpath -o $@ main.go
+
 .PHONY: bench-submit
-bench-submit: $(VENV)/.installed $(TOOLS_BIN)/opa bundle ## submit p50/p99 via the server vs raw OPA
+bench-submit: $(VENV)/.installed $(TOOLS_BIN)/opa $(TOOLS_BIN)/httpload bundle ## submit p50/p99 via the server vs raw OPA
 	mkdir -p build
 	$(VPY) bench/bench_submit.py --rate $(BENCH_SUBMIT_RATE) --duration $(BENCH_DURATION) \
-	  --opa $(TOOLS_BIN)/opa --bundle $(DEMO_BUNDLE) --verification-key $(DEMO_BUNDLE_KEY) \
+	  --opa $(TOOLS_BIN)/opa --httpload $(TOOLS_BIN)/httpload --bundle $(DEMO_BUNDLE) --verification-key $(DEMO_BUNDLE_KEY) \
 	  --record build/bench-submit.md
 
 bench: bench-submit
