@@ -119,6 +119,9 @@ def wait_until(check: Any, what: str, timeout: float = START_TIMEOUT, proc: Any 
 
 
 BUNDLE_RESOURCE: Final = "/bundles/wsc.tar.gz"  # deploy/opa/config.yaml: bundles.wsc.resource
+# The OPA sidecar's Go runtime settings, as deploy/k8s/server.yaml sets them
+# (less garbage collection per decision, bounded by a soft memory limit).
+OPA_ENV: Final = {"GOGC": "400", "GOMEMLIMIT": "400MiB"}
 
 
 class BundleServer:
@@ -283,7 +286,7 @@ class Stack:
         if self.external_opa is None:
             argv = [self.opa, "run", "--server", "--addr", f"127.0.0.1:{self.opa_port}"]
             argv += ["--log-level", "error", "--skip-version-check"]
-            env = dict(os.environ)
+            env = {**os.environ, **OPA_ENV}
             if self.bundle is not None:
                 if self.verification_key is None or self.opa_config is None:
                     raise ConfigError("a signed bundle needs its verification key and OPA config")

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from tokensvc.config import load_settings
+from tokensvc.devstack import OPA_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "k8s"
@@ -79,3 +80,18 @@ def test_keyring_is_mounted_read_only_0400_by_the_server_only() -> None:
     opa = next(c for c in spec["containers"] if c["name"] == "opa")
     assert "--addr=127.0.0.1:8181" in opa["args"]
     assert spec["automountServiceAccountToken"] is False
+
+
+def _mebibytes(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_opa_sidecar_runs_with_the_devstack_go_runtime_settings() -> None:
+    (deployment,) = [d for d in _docs("server.yaml") if d["kind"] == "Deployment"]
+    (opa,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "opa"]
+    env = {e["name"]: e["value"] for e in opa["env"]}
+    assert env == OPA_ENV
+    # The soft limit must leave room below the container's hard limit.
+    limit = _mebibytes(opa["resources"]["limits"]["memory"])
+    assert _mebibytes(env["GOMEMLIMIT"].replace("B", "")) <= 0.8 * limit
