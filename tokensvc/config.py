@@ -113,7 +113,7 @@ class ServerSettings:
     tls_cert: str = ""  # PEM certificate chain; with tls_key, serve HTTPS ("" = plain HTTP)
     tls_key: str = ""  # PEM private key of tls_cert
     opa_url: str = "http://127.0.0.1:8181"  # OPA sidecar (REST API)
-    opa_timeout: float = 1.0  # seconds per connect and per read; beyond it: 503
+    opa_timeout: float = 1.0  # seconds for a whole OPA exchange; beyond it: 503
     submitter: str = "spool"  # "spool" (embedded default) or "kubernetes"
     spool_dir: str = "/var/spool/tokensvc/jobs"
     spool_fsync: bool = True  # fsync each manifest (acknowledged jobs survive power loss)
@@ -122,7 +122,7 @@ class ServerSettings:
     kube_context: str = ""
     kube_timeout: float = 5.0  # seconds per Kubernetes API call
     max_body: int = 65536  # bytes; larger request bodies get 413
-    threads: int = 64  # worker threads for blocking calls (OPA, key ring, submitter)
+    threads: int = 64  # worker threads for blocking calls (submitter, audit); OPA connections
     replay_max_entries: int = 100_000
     # A gid allowed to *read* the key ring (never write): Kubernetes gives a
     # non-root pod its Secret as 0440 root:fsGroup. -1 = none (MUNGE's rule).

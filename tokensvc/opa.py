@@ -8,24 +8,24 @@ type -- raises :class:`OpaUnavailable` (a :class:`PolicyUnavailable`, HTTP 503)
 so the caller can only ever act on a well-formed decision. Nothing is judged by
 truthiness: ``allow`` must be the JSON literal ``true``.
 
-Blocking by design: the server calls it from worker threads, never from the
-event loop. The transport is a few kept-alive sockets and httptools' C
-response parser (llhttp, the one uvicorn parses requests with): one
-``sendall`` per decision and no Python header parsing. docs/api.md records
-why this is a small wrapper rather than opa-python-client, requests or urllib3.
+Asynchronous: the server asks on its event loop, so a decision costs no
+thread hop (two wake-ups of a worker thread per request cost more CPU than
+the client itself). The transport is a small pool of kept-alive connections
+and httptools' C response parser (llhttp, the one uvicorn parses requests
+with): one ``write`` per decision and no Python header parsing; nothing in
+it blocks. docs/api.md records why this is a small client rather than
+opa-python-client, requests or urllib3.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
-import select
-import socket
 import ssl
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -35,7 +35,7 @@ from tokensvc.errors import PolicyUnavailable
 DECISION_PATH: Final = "/v1/data/wsc/authz/decision"
 HEALTH_PATH: Final = "/health"
 DEFAULT_URL: Final = "http://127.0.0.1:8181"
-DEFAULT_TIMEOUT: Final = 1.0  # seconds, per connect and per read
+DEFAULT_TIMEOUT: Final = 1.0  # seconds, per connect and per request
 # A decision document is a few hundred bytes; anything near this is not ours.
 MAX_RESPONSE_BYTES: Final = 1 << 20
 # Status line and headers of an OPA answer are a few hundred bytes.
@@ -188,46 +188,156 @@ class DecisionResult:
     decision_id: str | None
 
 
-class _Reply:
-    """httptools callbacks for one response: body (bounded), completion, keep-alive."""
+def decision_result(status: int, data: bytes) -> DecisionResult:
+    """Judge OPA's answer to a decision query: a :class:`DecisionResult` or :class:`OpaUnavailable`.
 
-    __slots__ = ("body", "complete", "keep_alive", "parser", "size")
+    Anything but a 200 whose JSON body holds a well-formed ``result`` fails
+    closed. An absent ``result`` means the rule is undefined (bundle missing
+    or not yet activated): never allow.
+    """
+    if status != 200:
+        raise OpaUnavailable("http_status", f"policy engine answered HTTP {status}")
+    try:
+        body = json.loads(data)
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise OpaUnavailable("malformed", "policy engine sent malformed JSON") from err
+    if not isinstance(body, dict):
+        raise _malformed("response is not an object")
+    if "result" not in body:
+        raise OpaUnavailable("undefined", "policy decision undefined (bundle not loaded?)")
+    decision = parse_decision(body["result"])
+    decision_id = body.get("decision_id")
+    if decision_id is not None and not isinstance(decision_id, str):
+        raise _malformed("decision_id is not a string")
+    return DecisionResult(decision=decision, decision_id=decision_id)
 
-    def __init__(self) -> None:
-        self.body: list[bytes] = []
-        self.size = 0
-        self.complete = False
+
+class _Connection(asyncio.Protocol):
+    """One kept-alive connection to OPA: one request at a time, the answer parsed by httptools.
+
+    The protocol object is also the parser's callback target. Every way an
+    exchange can end badly (timeout, hang-up, bytes nobody asked for, a
+    parser error, an answer too large) aborts the connection: a connection
+    that is out of step with OPA is never reused.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self.closed = False
         self.keep_alive = False
-        self.parser: httptools.HttpResponseParser | None = None
+        self._answer: asyncio.Future[tuple[int, bytes]] | None = None
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._received = 0
+
+    # --- asyncio.Protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        answer = self._answer
+        if answer is None or answer.done():
+            self.abort()  # nothing was asked (or we gave up): OPA is out of step
+            return
+        self._received += len(data)
+        if self._received > MAX_RESPONSE_BYTES + _MAX_HEAD_BYTES:
+            self._fail(_malformed("response too large"))
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as err:
+            # httptools wraps what a callback below raises; keep its message.
+            cause = err.__context__
+            self._fail(
+                cause
+                if isinstance(cause, OpaUnavailable)
+                else OpaUnavailable("malformed", "policy engine sent a malformed HTTP answer")
+            )
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.keep_alive = False
+        answer = self._answer
+        if answer is not None and not answer.done():
+            # A hang-up before the answer was complete: the request may have
+            # been evaluated, so it is not resent; the caller gets a 503.
+            answer.set_exception(OpaUnavailable("unreachable", "policy engine unreachable"))
+
+    # --- httptools callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        answer = self._answer
+        if answer is None or answer.done():  # a second answer in the same read
+            raise OpaUnavailable("malformed", "policy engine sent an answer nobody asked for")
 
     def on_body(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size <= MAX_RESPONSE_BYTES:
-            self.body.append(data)
+        self._body_size += len(data)
+        if self._body_size > MAX_RESPONSE_BYTES:
+            raise _malformed("response too large")
+        self._body.append(data)
 
     def on_message_complete(self) -> None:
-        self.complete = True
         # Only meaningful now: llhttp resets its flags once the message is done.
-        self.keep_alive = self.parser is not None and self.parser.should_keep_alive()
+        self.keep_alive = self._parser.should_keep_alive()
+        answer = self._answer
+        if answer is not None and not answer.done():
+            answer.set_result((self._parser.get_status_code(), b"".join(self._body)))
 
+    # --- use ----------------------------------------------------------------------------
 
-def _dropped(sock: socket.socket) -> bool:
-    """An idle kept-alive connection that is readable was closed by OPA (or is out of step)."""
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
+    async def exchange(self, request: bytes, timeout: float) -> tuple[int, bytes]:
+        """Write one request (one ``write``), await its answer: (status, body)."""
+        transport = self._transport
+        if transport is None or self.closed:
+            raise OpaUnavailable("unreachable", "policy engine unreachable")
+        answer: asyncio.Future[tuple[int, bytes]] = self._loop.create_future()
+        self._answer, self._body, self._body_size, self._received = answer, [], 0, 0
+        self.keep_alive = False
+        transport.write(request)
+        # A plain timer, not asyncio.timeout(): one heap entry, no task bookkeeping.
+        timer = self._loop.call_later(timeout, self._time_out)
+        try:
+            return await answer
+        except BaseException:
+            self.abort()  # failed, timed out or cancelled: the connection is out of step
+            raise
+        finally:
+            timer.cancel()
+
+    def _time_out(self) -> None:
+        self._fail(OpaUnavailable("timeout", "policy engine timed out"))
+
+    def _fail(self, error: OpaUnavailable) -> None:
+        answer = self._answer
+        if answer is not None and not answer.done():
+            answer.set_exception(error)
+        self.abort()
+
+    def abort(self) -> None:
+        self.closed = True
+        self.keep_alive = False
+        if self._transport is not None:
+            self._transport.abort()
 
 
 class OpaClient:
-    """Blocking, thread-safe client for one OPA sidecar.
+    """Asynchronous client for one OPA sidecar, used on the server's event loop.
 
-    A small pool of kept-alive connections, each used by one thread at a
-    time. A request is sent in one ``sendall`` (head and body together) and
-    the answer parsed by httptools (C); ``requests`` and urllib3 cost
-    0.3-0.8 ms of CPU more per decision (docs/api.md). Only connection
-    *establishment* is retried (once): a request that may have reached OPA
-    is never sent twice. The timeout applies to connect and to each
-    send/receive.
+    A bounded pool of kept-alive connections (``pool_size``; beyond it a
+    query waits for a free connection, within the timeout). A request is one
+    pre-built ``write`` (head and body together) and the answer is parsed by
+    httptools (C) as it arrives: no thread hop, no Python header parsing.
+    Only connection *establishment* is retried (once): a request that may
+    have reached OPA is never sent twice. The timeout bounds connecting,
+    waiting for a connection, and each request's whole exchange.
+
+    Bound to the event loop it is first used on; :meth:`close` on that loop.
     """
 
     def __init__(
@@ -241,149 +351,118 @@ class OpaClient:
             raise ValueError("OPA url must start with http:// or https://")
         if not (math.isfinite(timeout) and timeout > 0):
             raise ValueError("OPA timeout must be a positive number of seconds")
+        if pool_size < 1:
+            raise ValueError("OPA pool size must be at least 1")
         self.url = url.rstrip("/")
         self.timeout = timeout
         parts = urlsplit(self.url)
-        if not parts.hostname or parts.path or parts.query:
+        # No path, query or user:password@ (which would travel in the Host header).
+        if not parts.hostname or parts.path or parts.query or "@" in parts.netloc:
             raise ValueError("OPA url must be scheme://host[:port]")
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._tls = ssl.create_default_context() if parts.scheme == "https" else None
-        self._netloc = parts.netloc.encode("idna")
-        self._max_idle = pool_size
-        self._idle: list[socket.socket] = []
-        self._lock = threading.Lock()
+        host = b"Host: " + parts.netloc.encode("idna") + b"\r\n"
+        accept = b"Accept: application/json\r\n"
+        # Everything but the length and the body is the same for every decision.
+        self._decide_head = (
+            b"POST " + DECISION_PATH.encode() + b" HTTP/1.1\r\n" + host + accept
+            + b"Content-Type: application/json\r\nContent-Length: "
+        )  # fmt: skip
+        self._health_request = b"GET " + HEALTH_PATH.encode() + b"?bundles HTTP/1.1\r\n" + host
+        self._health_request += accept + b"\r\n"
+        self._slots = asyncio.Semaphore(pool_size)  # connections in use, at most pool_size
+        self._idle: list[_Connection] = []
         self._closed = False
 
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for sock in idle:
-            sock.close()
+    async def close(self) -> None:
+        """Close every connection; queries after this fail closed."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.abort()
+        await asyncio.sleep(0)  # let the transports finish closing on this loop
 
-    def __enter__(self) -> OpaClient:
+    async def __aenter__(self) -> OpaClient:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
-    # --- transport -------------------------------------------------------------------
+    # --- queries ----------------------------------------------------------------------
 
-    def _connect(self) -> socket.socket:
-        try:
-            sock = self._connect_once()
-        except OpaUnavailable:
-            sock = self._connect_once()  # establishment only: nothing was sent yet
-        if self._tls is not None:
-            try:
-                sock = self._tls.wrap_socket(sock, server_hostname=self._host)
-            except OSError as err:  # ssl.SSLError and timeouts are OSErrors
-                sock.close()
-                raise OpaUnavailable("unreachable", "policy engine TLS handshake failed") from err
-        return sock
-
-    def _connect_once(self) -> socket.socket:
-        try:
-            sock = socket.create_connection((self._host, self._port), timeout=self.timeout)
-        except TimeoutError as err:
-            raise OpaUnavailable("timeout", "policy engine timed out") from err
-        except OSError as err:
-            raise OpaUnavailable("unreachable", "policy engine unreachable") from err
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-
-    def _checkout(self) -> socket.socket:
-        with self._lock:
-            while self._idle:
-                sock = self._idle.pop()
-                if not _dropped(sock):
-                    return sock
-                sock.close()
-        return self._connect()
-
-    def _checkin(self, sock: socket.socket) -> None:
-        with self._lock:
-            if not self._closed and len(self._idle) < self._max_idle:
-                self._idle.append(sock)
-                return
-        sock.close()
-
-    def _exchange(self, sock: socket.socket, request: bytes) -> tuple[int, bytes, bool]:
-        """Send one request, read one response: (status, body, keep-alive)."""
-        reply = _Reply()
-        parser = reply.parser = httptools.HttpResponseParser(reply)
-        sock.sendall(request)
-        received = 0
-        while not reply.complete:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionResetError("connection closed before the answer was complete")
-            received += len(chunk)
-            if received > MAX_RESPONSE_BYTES + _MAX_HEAD_BYTES:
-                raise _malformed("response too large")
-            parser.feed_data(chunk)
-        if reply.size > MAX_RESPONSE_BYTES:
-            raise _malformed("response too large")
-        reply.parser = None  # break the cycle: freed at once, not by the GC
-        return parser.get_status_code(), b"".join(reply.body), reply.keep_alive
-
-    def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        head = f"{method} {path} HTTP/1.1\r\nHost: ".encode() + self._netloc
-        head += b"\r\nAccept: application/json\r\n"
-        if body is not None:
-            head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
-        request = head + b"\r\n" + (body or b"")
-        sock = self._checkout()
-        try:
-            status, data, keep = self._exchange(sock, request)
-        except OpaUnavailable:
-            sock.close()
-            raise
-        except TimeoutError as err:
-            sock.close()
-            raise OpaUnavailable("timeout", "policy engine timed out") from err
-        except httptools.HttpParserError as err:
-            sock.close()
-            raise OpaUnavailable("malformed", "policy engine sent a malformed HTTP answer") from err
-        except OSError as err:
-            sock.close()
-            raise OpaUnavailable("unreachable", "policy engine unreachable") from err
-        if keep:
-            self._checkin(sock)
-        else:
-            sock.close()
-        return status, data
-
-    def decide(self, input_doc: Mapping[str, Any]) -> DecisionResult:
+    async def decide(self, input_doc: Mapping[str, Any]) -> DecisionResult:
         """POST ``{"input": input_doc}`` to the decision path; fail closed."""
         payload = json.dumps({"input": input_doc}, separators=(",", ":")).encode()
-        status, data = self._request("POST", DECISION_PATH, payload)
-        if status != 200:
-            raise OpaUnavailable("http_status", f"policy engine answered HTTP {status}")
-        try:
-            body = json.loads(data)
-        except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
-            raise OpaUnavailable("malformed", "policy engine sent malformed JSON") from err
-        if not isinstance(body, dict):
-            raise _malformed("response is not an object")
-        if "result" not in body:
-            # OPA omits `result` when the rule is undefined: the bundle is
-            # missing or not yet activated. Undefined is never allow.
-            raise OpaUnavailable("undefined", "policy decision undefined (bundle not loaded?)")
-        decision = parse_decision(body["result"])
-        decision_id = body.get("decision_id")
-        if decision_id is not None and not isinstance(decision_id, str):
-            raise _malformed("decision_id is not a string")
-        return DecisionResult(decision=decision, decision_id=decision_id)
+        request = self._decide_head + b"%d\r\n\r\n" % len(payload) + payload
+        return decision_result(*await self._exchange(request))
 
-    def ready(self) -> bool:
+    async def ready(self) -> bool:
         """True once OPA is up and every configured bundle has been activated."""
         try:
-            status, _ = self._request("GET", HEALTH_PATH + "?bundles")
+            status, _ = await self._exchange(self._health_request)
         except OpaUnavailable:
             return False
         return status == 200
+
+    # --- transport --------------------------------------------------------------------
+
+    async def _exchange(self, request: bytes) -> tuple[int, bytes]:
+        if self._closed:
+            raise OpaUnavailable("unreachable", "policy engine client is closed")
+        if self._slots.locked():
+            # Every connection is busy: wait for one, but not beyond the timeout.
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._slots.acquire()
+            except TimeoutError as err:
+                raise OpaUnavailable("timeout", "policy engine timed out") from err
+        else:
+            await self._slots.acquire()  # returns at once
+        try:
+            conn = self._checkout() or await self._connect()
+            result = await conn.exchange(request, self.timeout)
+            if conn.keep_alive and not conn.closed and not self._closed:
+                self._idle.append(conn)
+            else:
+                conn.abort()
+            return result
+        finally:
+            self._slots.release()
+
+    def _checkout(self) -> _Connection | None:
+        # Connections OPA closed while idle were marked by the loop; skip them.
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn
+        return None
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        error = OpaUnavailable("unreachable", "policy engine unreachable")
+        for _ in range(2):  # establishment only is retried: nothing was sent yet
+            try:
+                async with asyncio.timeout(self.timeout):
+                    _, conn = await loop.create_connection(
+                        lambda: _Connection(loop),
+                        self._host,
+                        self._port,
+                        ssl=self._tls,
+                        server_hostname=self._host if self._tls is not None else None,
+                    )
+            except TimeoutError as err:  # before OSError: TimeoutError is one
+                error = OpaUnavailable("timeout", "policy engine timed out")
+                error.__cause__ = err
+            except ssl.SSLError as err:
+                error = OpaUnavailable("unreachable", "policy engine TLS handshake failed")
+                error.__cause__ = err
+            except OSError as err:
+                error = OpaUnavailable("unreachable", "policy engine unreachable")
+                error.__cause__ = err
+            else:
+                return conn
+        raise error
 
 
 __all__ = [
@@ -397,5 +476,6 @@ __all__ = [
     "OpaClient",
     "OpaUnavailable",
     "RunAs",
+    "decision_result",
     "parse_decision",
 ]

@@ -294,6 +294,27 @@ def test_health_metrics_openapi(stack: Stack) -> None:
     assert "tokensvc_opa_decision_seconds_bucket" in metrics
 
 
+def test_unknown_paths_and_methods(stack: Stack) -> None:
+    resp = http(stack, "GET", "/v2/jobs")
+    assert (resp.status_code, resp.json()) == (404, {"error": "not found"})
+    resp = http(stack, "PATCH", "/v1/jobs", forge_token(stack, USER_A))
+    assert resp.status_code == 405
+    assert resp.headers["Allow"] == "GET, POST"
+    resp = http(stack, "POST", f"/v1/jobs/wsc-job-{'0' * 32}/priority", json={"priority": 1})
+    assert (resp.status_code, resp.headers["Allow"]) == (405, "PUT")
+    assert http(stack, "POST", "/healthz").status_code == 405
+    assert http(stack, "HEAD", "/healthz").status_code == 200
+
+
+def test_sigterm_finishes_cleanly_with_exit_0(stack: Stack) -> None:
+    server = stack.procs["server"]
+    stack.stop_process("server")  # SIGTERM, as systemd and the kubelet send it
+    try:
+        assert server.returncode == 0
+    finally:
+        stack.start_server()
+
+
 def test_audit_has_one_line_per_decision_and_no_token(stack: Stack) -> None:
     token = forge_token(stack, USER_A)
     resp = http(stack, "POST", "/v1/jobs", token, json=job_body())

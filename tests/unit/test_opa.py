@@ -1,22 +1,61 @@
 """OPA client: only a well-formed decision comes back; everything else is a 503.
 
 The real OPA cannot be made to send garbage, so the failure modes are played
-by a tiny local HTTP peer; the happy path against the real OPA is in
-tests/integration.
+by tiny local HTTP peers (in threads); the client runs on uvloop, as in the
+server. The happy path against the real OPA is in
+tests/integration/test_opa_client.py and test_server.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
+import uvloop
 
-from tokensvc.opa import DECISION_PATH, OpaClient, OpaUnavailable, parse_decision
+from tokensvc.opa import (
+    DECISION_PATH,
+    DecisionResult,
+    OpaClient,
+    OpaUnavailable,
+    parse_decision,
+)
+
+_T = TypeVar("_T")
+
+
+def run(main: Callable[[], Awaitable[_T]]) -> _T:
+    """Run a coroutine function on a fresh uvloop loop (the server's loop)."""
+
+    async def wrapper() -> _T:
+        return await main()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(wrapper())
+
+
+def decide(url: str, **options: Any) -> DecisionResult:
+    """One decision through a fresh client (closed afterwards)."""
+
+    async def main() -> DecisionResult:
+        async with OpaClient(url, **options) as opa:
+            return await opa.decide(INPUT)
+
+    return run(main)
+
+
+def failure_of(url: str, **options: Any) -> OpaUnavailable:
+    with pytest.raises(OpaUnavailable) as err:
+        decide(url, **options)
+    return err.value
+
 
 INPUT = {"identity": {"uid": 1001}, "action": "list", "request": {}}
 
@@ -80,8 +119,7 @@ def reply(status: int, body: object) -> None:
 
 def test_allowed_decision_and_decision_id(peer: str) -> None:
     reply(200, {"result": {"allow": True, "visible_projects": ["ml"]}, "decision_id": "abc"})
-    with OpaClient(peer) as opa:
-        out = opa.decide(INPUT)
+    out = decide(peer)
     assert out.decision.allow is True
     assert out.decision.visible_projects == ("ml",)
     assert out.decision_id == "abc"
@@ -90,11 +128,28 @@ def test_allowed_decision_and_decision_id(peer: str) -> None:
 
 def test_connection_is_kept_alive(peer: str) -> None:
     reply(200, {"result": {"allow": False, "reasons": ["no"]}})
-    with OpaClient(peer) as opa:
-        for _ in range(3):
-            assert opa.decide(INPUT).decision.reasons == ("no",)
+
+    async def main() -> None:
+        async with OpaClient(peer) as opa:
+            for _ in range(3):
+                assert (await opa.decide(INPUT)).decision.reasons == ("no",)
+
+    run(main)
     assert len(Peer.seen) == 3
     assert len(Peer.clients) == 1  # one TCP connection for all three
+
+
+def test_concurrent_queries_share_a_bounded_pool(peer: str) -> None:
+    reply(200, {"result": {"allow": True}})
+    Peer.delay = 0.05
+
+    async def main() -> list[DecisionResult]:
+        async with OpaClient(peer, pool_size=2) as opa:
+            return await asyncio.gather(*(opa.decide(INPUT) for _ in range(6)))
+
+    assert [r.decision.allow for r in run(main)] == [True] * 6
+    assert len(Peer.seen) == 6
+    assert len(Peer.clients) == 2  # never more connections than pool_size
 
 
 @pytest.mark.parametrize(
@@ -118,37 +173,52 @@ def test_connection_is_kept_alive(peer: str) -> None:
 )
 def test_fails_closed(peer: str, status: int, body: object, failure: str) -> None:
     reply(status, body)
-    with OpaClient(peer) as opa, pytest.raises(OpaUnavailable) as err:
-        opa.decide(INPUT)
-    assert err.value.failure == failure
+    assert failure_of(peer).failure == failure
 
 
 def test_timeout_fails_closed(peer: str) -> None:
     reply(200, {"result": {"allow": True}})
     Peer.delay = 0.5
-    with OpaClient(peer, timeout=0.1) as opa, pytest.raises(OpaUnavailable) as err:
-        opa.decide(INPUT)
-    assert err.value.failure == "timeout"
+    assert failure_of(peer, timeout=0.1).failure == "timeout"
 
 
 def test_unreachable_fails_closed() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, never listening: connection refused
-        with OpaClient(f"http://127.0.0.1:{port}") as opa:
-            with pytest.raises(OpaUnavailable) as err:
-                opa.decide(INPUT)
-            assert err.value.failure == "unreachable"
-            assert opa.ready() is False
+        url = f"http://127.0.0.1:{port}"
+        assert failure_of(url).failure == "unreachable"
+
+        async def ready() -> bool:
+            async with OpaClient(url) as opa:
+                return await opa.ready()
+
+        assert run(ready) is False
 
 
 def test_ready_follows_health_with_bundles(peer: str) -> None:
-    with OpaClient(peer) as opa:
-        reply(200, {})
-        assert opa.ready() is True
-        reply(500, {"error": "bundle not activated"})
-        assert opa.ready() is False
+    async def main() -> tuple[bool, bool]:
+        async with OpaClient(peer) as opa:
+            reply(200, {})
+            first = await opa.ready()
+            reply(500, {"error": "bundle not activated"})
+            return first, await opa.ready()
+
+    assert run(main) == (True, False)
     assert Peer.seen[0]["path"] == "/health?bundles"
+
+
+def test_a_closed_client_fails_closed(peer: str) -> None:
+    reply(200, {"result": {"allow": True}})
+
+    async def main() -> None:
+        opa = OpaClient(peer)
+        assert (await opa.decide(INPUT)).decision.allow is True
+        await opa.close()
+        with pytest.raises(OpaUnavailable):
+            await opa.decide(INPUT)
+
+    run(main)
 
 
 def test_parse_full_decision() -> None:
@@ -189,21 +259,31 @@ def test_client_rejects_bad_settings() -> None:
         OpaClient("unix:///x")
     with pytest.raises(ValueError, match="timeout"):
         OpaClient(timeout=0)
+    with pytest.raises(ValueError, match="pool"):
+        OpaClient(pool_size=0)
+    for url in ("http://opa:8181/v1", "http://opa:8181?x=1", "http://user:pw@opa:8181"):
+        with pytest.raises(ValueError, match="scheme://host"):
+            OpaClient(url)
 
 
 def test_answer_too_large_fails_closed(peer: str) -> None:
     reply(200, b'{"result": {"allow": true}, "pad": "' + b"x" * (1 << 20) + b'"}')
-    with OpaClient(peer) as opa, pytest.raises(OpaUnavailable, match="too large") as err:
-        opa.decide(INPUT)
-    assert err.value.failure == "malformed"
+    err = failure_of(peer)
+    assert err.failure == "malformed"
+    assert "too large" in str(err)
 
 
 class RawPeer:
-    """Answers each connection's first request with ``answer`` and hangs up."""
+    """Answers every request with ``answer``; hangs up after the first unless ``keep_open``.
 
-    def __init__(self, answer: bytes) -> None:
+    ``answer`` None reads requests and never answers (a hung OPA).
+    """
+
+    def __init__(self, answer: bytes | None, *, keep_open: bool = False) -> None:
         self.answer = answer
+        self.keep_open = keep_open
         self.connections = 0
+        self.requests = 0
         self.hung_up = threading.Semaphore(0)
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
@@ -216,17 +296,29 @@ class RawPeer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            with conn:
-                self.connections += 1
-                data = b""
+            self.connections += 1
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while True:
                 while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                head, _, body = data.partition(b"\r\n\r\n")
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
                 length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-                while len(body) < length:
-                    body += conn.recv(65536)
-                conn.sendall(self.answer)
-            self.hung_up.release()
+                while len(data) < length:
+                    data += conn.recv(65536)
+                data = data[length:]
+                self.requests += 1
+                if self.answer is not None:
+                    conn.sendall(self.answer)
+                if not self.keep_open:
+                    break
+        self.hung_up.release()
 
     def close(self) -> None:
         self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
@@ -234,19 +326,67 @@ class RawPeer:
         self.thread.join()
 
 
+def http_answer(body: bytes) -> bytes:
+    # No "Connection: close": the client may keep the connection.
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+DENY = b'{"result": {"allow": false, "reasons": ["no"]}}'
+
+
 def test_connection_closed_by_opa_while_idle_is_replaced() -> None:
-    body = b'{"result": {"allow": false, "reasons": ["no"]}}'
-    # No "Connection: close": the client pools the socket, then finds it closed.
-    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-    peer = RawPeer(answer)
-    try:
-        with OpaClient(peer.url) as opa:
+    peer = RawPeer(http_answer(DENY))
+
+    async def main() -> None:
+        async with OpaClient(peer.url) as opa:
             for _ in range(3):
-                assert opa.decide(INPUT).decision.reasons == ("no",)
-                # Idle, then closed by OPA (a hang-up racing a new request is
-                # a 503: the request may have reached OPA, it is not resent).
-                assert peer.hung_up.acquire(timeout=5)
+                assert (await opa.decide(INPUT)).decision.reasons == ("no",)
+                # Idle, then closed by OPA; the loop notices the hang-up while
+                # it waits. (A hang-up racing a new request is a 503: the
+                # request may have reached OPA, it is not resent.)
+                assert await asyncio.to_thread(peer.hung_up.acquire, True, 5)
+                await asyncio.sleep(0.05)
+
+    try:
+        run(main)
         assert peer.connections == 3
+    finally:
+        peer.close()
+
+
+def test_an_answer_nobody_asked_for_drops_the_connection() -> None:
+    # Two answers to one request: the first is used, the connection is out of
+    # step with OPA and never reused.
+    peer = RawPeer(http_answer(DENY) * 2, keep_open=True)
+
+    async def main() -> None:
+        async with OpaClient(peer.url) as opa:
+            for _ in range(2):
+                assert (await opa.decide(INPUT)).decision.reasons == ("no",)
+
+    try:
+        run(main)
+        assert peer.connections == 2
+    finally:
+        peer.close()
+
+
+def test_waiting_for_a_connection_is_bounded_by_the_timeout() -> None:
+    peer = RawPeer(None, keep_open=True)  # reads every request, answers none
+
+    async def main() -> list[BaseException | DecisionResult]:
+        async with OpaClient(peer.url, pool_size=1, timeout=0.5) as opa:
+            return await asyncio.gather(
+                *(opa.decide(INPUT) for _ in range(3)), return_exceptions=True
+            )
+
+    try:
+        started = time.monotonic()
+        outcomes = run(main)
+        elapsed = time.monotonic() - started
+        assert [getattr(o, "failure", o) for o in outcomes] == ["timeout"] * 3
+        assert peer.connections == 1  # one slot: one connection at a time
+        assert elapsed < 1.4  # one after the other would take at least 1.5 s
     finally:
         peer.close()
 
@@ -254,9 +394,7 @@ def test_connection_closed_by_opa_while_idle_is_replaced() -> None:
 def test_malformed_http_answer_fails_closed() -> None:
     peer = RawPeer(b"HTTP/1.1 two hundred\r\n\r\n")
     try:
-        with OpaClient(peer.url) as opa, pytest.raises(OpaUnavailable) as err:
-            opa.decide(INPUT)
-        assert err.value.failure == "malformed"
+        assert failure_of(peer.url).failure == "malformed"
     finally:
         peer.close()
 
@@ -264,8 +402,6 @@ def test_malformed_http_answer_fails_closed() -> None:
 def test_answer_cut_short_fails_closed() -> None:
     peer = RawPeer(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"result": ')
     try:
-        with OpaClient(peer.url) as opa, pytest.raises(OpaUnavailable) as err:
-            opa.decide(INPUT)
-        assert err.value.failure == "unreachable"
+        assert failure_of(peer.url).failure == "unreachable"
     finally:
         peer.close()
