@@ -29,20 +29,26 @@ max_identity_groups := 1024
 
 # METADATA
 # title: decision
-# description: The one document the server asks for; see docs/policy.md for its fields.
+# description: |
+#   The one document the server asks for; see docs/policy.md for its fields.
+#   An allowed request's document is built by the positive rule for its
+#   action (_allowed), which reads only what that action needs; everything
+#   else (reasons, the generic denial) is computed only for a denied one.
 # entrypoint: true
-decision := object.union({"allow": allow, "reasons": reasons, "privileges": privileges}, _outputs)
+decision := _allowed if _ = _allowed
+
+else := {"allow": false, "reasons": reasons, "privileges": privileges}
 
 # METADATA
 # description: |
-#   True only when the positive rule for the action permits it. Each _permitted
-#   body is the complete condition for its action: it implies that no _denials
-#   message applies (test_allowed_iff_no_denial checks this on every test case),
-#   so an allowed decision never evaluates the denial rules.
+#   True only when the positive rule for the action permits it. Each _allowed
+#   body is the complete condition for its action: it implies that no
+#   _denials message applies (test_allowed_iff_no_denial checks this on every
+#   test case), so an allowed decision never evaluates the denial rules.
 # scope: document
 default allow := false
 
-allow if _permitted
+allow if _allowed
 
 # METADATA
 # description: |
@@ -63,57 +69,78 @@ _reasons := sort(_denials) if count(_denials) > 0
 # scope: document
 default privileges := {}
 
-privileges := {name: m[1] | some name, m in _members} if _identity_ok
+privileges := _caller[1]
 
-default _outputs := {}
-
-_outputs := _extras if allow
-
-default _extras := {}
-
-_extras := {
-	"run_as": {"uid": input.identity.uid, "gid": _project_gid},
-	"supplemental_groups": _supplemental_groups,
-	"mounts": [g.mount | some g in _grants],
-	"priority": _priority,
+# METADATA
+# description: |
+#   The allowed decision for the request, by action (list here; submit in
+#   submit.rego; get, cancel and set_priority in jobs.rego). Undefined when
+#   the action's conditions do not all hold. On this path the limits
+#   (max_mounts, ...) are written out and helpers inlined: every rule or
+#   function reference costs a lookup, and these bodies run on every
+#   decision. The tests hold the numbers to the constants.
+_allowed := {
+	"allow": true,
+	"reasons": [],
+	"privileges": p,
+	"visible_projects": sort([name |
+		some name, level in p
+		defined[level].view_others
+	]),
 } if {
-	input.action == "submit"
-}
-
-_extras := {"priority": _priority} if input.action == "set_priority"
-
-_extras := {"visible_projects": sort([name |
-	some name, m in _members
-	privilege.rights(m).view_others
-])} if {
 	input.action == "list"
+	[_, p] := _caller
+	defined := data.wsc.levels
 }
 
 # --- identity ------------------------------------------------------------------
 
-# uid, gid and groups as decimal strings (the keys of data.wsc.groups), when
-# groups is a list of at most 1024 and every id is a plain positive decimal
-# integer below 4294967295: the common case, checked and converted for all ids
-# at once (one marshal, one match, one split) instead of one id at a time.
-_id_keys := split(trim(j, "[]"), ",") if {
+# [gid keys, levels] of a valid identity, undefined for any other: gid keys
+# are the token's gid and groups as decimal strings (data.wsc.groups is keyed
+# so), levels its privileges. The common case - groups a list of at most 1024
+# and every id a plain positive decimal integer below 4294967295 - is checked
+# and converted for all ids at once (one marshal, one match, one split)
+# instead of one id at a time; ids such as 2001.0 or 1e3 take the slow form,
+# which checks one id at a time. levels is privilege.levels(gid_keys,
+# keys[0]) written out: a comprehension in this body runs markedly faster than
+# the same one in a function (test_caller_levels_are_privilege_levels holds
+# the two equal).
+_caller := [gid_keys, levels] if {
 	is_array(input.identity.groups)
-	count(input.identity.groups) <= 1024 # max_identity_groups, written out: see _permitted
+	count(input.identity.groups) <= 1024 # max_identity_groups, written out: see _allowed
 	ids := array.concat([input.identity.uid, input.identity.gid], input.identity.groups)
 	max(ids) < 4294967295
 	j := json.marshal(ids)
 	regex.match(`^\[[1-9][0-9]{0,9}(,[1-9][0-9]{0,9})*\]$`, j)
+	keys := split(trim(j, "[]"), ",")
+	gid_keys := array.slice(keys, 1, 1026)
+	groups := data.wsc.groups
+	defined := data.wsc.levels
+	user_level := array.concat(["users"], [keys[0]])
+	levels := {group.name: level |
+		some key in gid_keys
+		group := groups[key]
+		level := object.get(group, user_level, group.default_level)
+		_ = defined[level]
+	}
+} else := [_any_gid_keys, _any_levels] if {
+	_is_id(input.identity.uid)
+	_is_id(input.identity.gid)
+	_groups_ok
+	input.identity.uid != 0
+	not 0 in _member_gids
 }
 
-# [uid, gids...] as keys; the slow form covers ids such as 2001.0 or 1e3.
-_keys := _id_keys if _id_keys
+# Denial path: the keys of any identity whose ids format, valid or not, and
+# the levels they give, so that the project and job denials name the same
+# problems beside the identity's own.
+_any_keys := array.concat([format_int(input.identity.uid, 10)], [format_int(g, 10) | some g in _member_gids])
 
-else := array.concat([format_int(input.identity.uid, 10)], [format_int(g, 10) | some g in _member_gids])
+_any_gid_keys := array.slice(_any_keys, 1, 1026)
 
-# {group name: [gid key, level]} for every known group the identity is in,
-# each looked up once.
-default _members := {}
+default _any_levels := {}
 
-_members := privilege.members(array.slice(_keys, 1, count(_keys)), _keys[0])
+_any_levels := privilege.levels(_any_gid_keys, _any_keys[0])
 
 _is_id(x) if {
 	is_number(x)
@@ -134,18 +161,6 @@ _groups_ok if {
 }
 
 _member_gids := {input.identity.gid} | {g | some g in input.identity.groups}
-
-# Fast: _id_keys (all ids plain integers in range, so none is 0). Otherwise
-# the same conditions one id at a time.
-_identity_ok if {
-	_id_keys
-} else if {
-	_is_id(input.identity.uid)
-	_is_id(input.identity.gid)
-	_groups_ok
-	input.identity.uid != 0
-	not 0 in _member_gids
-}
 
 _denials contains "identity: uid must be an integer in [1, 4294967294]" if {
 	not _is_id(object.get(input, ["identity", "uid"], null))
@@ -174,54 +189,4 @@ _denials contains msg if {
 _denials contains msg if {
 	input.action in {"get", "cancel", "set_priority"}
 	some msg in _job_denials
-}
-
-# --- positive rules, one per action ---------------------------------------------
-# Each is the complete condition for its action (see allow). On this path the
-# limits (max_mounts, max_supplemental_groups, ...) are written out and small
-# helpers inlined: every rule or function reference costs a lookup, and these
-# bodies run on every decision. The tests hold the numbers to the constants.
-
-_permitted if {
-	input.action == "list"
-	_identity_ok
-}
-
-_permitted if {
-	input.action == "get"
-	_identity_ok
-	_may_see_job
-}
-
-_permitted if {
-	input.action == "cancel"
-	_identity_ok
-	_may_act_on_job
-}
-
-_permitted if {
-	input.action == "set_priority"
-	_identity_ok
-	_may_act_on_job
-	_is_id(_priority)
-	_priority <= _job_rights.max_priority
-}
-
-_permitted if {
-	input.action == "submit"
-	_identity_ok
-	is_array(_request_mounts)
-	count(_request_mounts) <= 32
-	_project_rights.submit
-	is_number(_systems)
-	_systems >= 1
-	floor(_systems) == _systems
-	_systems <= _project_rights.max_systems
-	is_number(_priority)
-	_priority >= 0
-	floor(_priority) == _priority
-	_priority <= _project_rights.max_priority
-	count(_grants) == count(_request_mounts)
-	count({c.path | some c in _checked}) == count(_checked)
-	count(_supplemental_groups) <= 16
 }

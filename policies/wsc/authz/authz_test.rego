@@ -6,6 +6,7 @@
 package wsc.authz_test
 
 import data.wsc.authz
+import data.wsc.privilege
 
 levels := {
 	"viewer": {
@@ -70,7 +71,10 @@ exports := {
 	},
 	"/nfs/scratch": {
 		"name": "scratch", "server": "nfs3", "export": "/srv/scratch", "pvc": "nfs-scratch",
-		"rules": {"team": {"groups": {"ml-team": "rw"}}},
+		"rules": {
+			"team": {"groups": {"ml-team": "rw"}},
+			"people": {"owner": {"mode": "rw"}},
+		},
 	},
 	"/nfs/many": {
 		"name": "many", "server": "nfs3", "export": "/srv/many", "pvc": "nfs-many",
@@ -182,12 +186,48 @@ test_allowed_iff_no_denial if {
 	count(inconsistent) == 0
 }
 
+# _caller writes privilege.levels out: on every case with a valid identity
+# both give the same levels.
+test_caller_levels_are_privilege_levels if {
+	differing := {name |
+		some name, tc in cases
+		[gid_keys, found] := authz._caller with input as tc.input
+			with data.wsc.groups as groups
+			with data.wsc.levels as levels
+			with data.wsc.exports as exports
+		want := privilege.levels(gid_keys, format_int(tc.input.identity.uid, 10)) with data.wsc.groups as groups
+			with data.wsc.levels as levels
+		found != want
+	}
+	count(differing) == 0
+}
+
+# A request no positive rule permits is denied even when no denial rule
+# explains why (here: their messages are mocked away).
+# The decision's allow, reasons and privileges are the package's documents of
+# the same names (the allowed path builds them itself).
+test_decision_agrees_with_its_documents if {
+	disagreeing := {name |
+		some name, tc in cases
+		d := authz.decision with input as tc.input
+			with data.wsc.groups as groups
+			with data.wsc.levels as levels
+			with data.wsc.exports as exports
+		docs := {"allow": authz.allow, "reasons": authz.reasons, "privileges": authz.privileges} with input as tc.input
+			with data.wsc.groups as groups
+			with data.wsc.levels as levels
+			with data.wsc.exports as exports
+		docs != object.filter(d, ["allow", "reasons", "privileges"])
+	}
+	count(disagreeing) == 0
+}
+
 test_denied_without_a_permitting_rule if {
-	d := authz.decision with input as {"identity": bob, "action": "list"}
+	d := authz.decision with input as job_action(bob, "cancel", 1001, "ml-team")
 		with data.wsc.groups as groups
 		with data.wsc.levels as levels
 		with data.wsc.exports as exports
-		with authz._permitted as false
+		with authz._denials as set()
 	d.allow == false
 	d.reasons == ["request denied: no rule permits it"]
 }
@@ -212,4 +252,18 @@ test_a_root_export_mounts_paths_below_it if {
 		with data.wsc.levels as levels
 		with data.wsc.exports as root
 	d.mounts == [granted("/opt/x", "root", "opt/x", true), granted("/", "root", "", true)]
+}
+
+# A rule keyed "" (which the data check lets through) is no rule: not even for
+# the export's own path, which only "." covers.
+test_an_empty_rule_key_covers_nothing if {
+	odd := {"/nfs/odd": {"name": "odd", "server": "s", "export": "/srv/odd", "pvc": "nfs-odd", "rules": {
+		"": {"groups": {"ml-team": "ro"}},
+		"a": {"groups": {"ml-team": "ro"}},
+	}}}
+	d := authz.decision with input as submit(bob, "ml-team", [ro("/nfs/odd"), ro("/nfs/odd/a/b")])
+		with data.wsc.groups as groups
+		with data.wsc.levels as levels
+		with data.wsc.exports as odd
+	d.reasons == [`mount "/nfs/odd": no rule of export "odd" covers it`]
 }

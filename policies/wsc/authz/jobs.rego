@@ -6,6 +6,49 @@ package wsc.authz
 
 import data.wsc.privilege
 
+# Your own job (whose owner is the token's valid uid).
+_allowed := {"allow": true, "reasons": [], "privileges": p} if {
+	input.action in {"get", "cancel"}
+	input.request.job.owner_uid == input.identity.uid
+	is_string(input.request.job.project)
+	[_, p] := _caller
+}
+
+# Another user's job: your level in its project must see (get) or act on
+# (cancel) other members' jobs. Group limits never set these booleans
+# (data.wsc.datacheck), so the level alone decides.
+_allowed := {"allow": true, "reasons": [], "privileges": p} if {
+	right := {"get": "view_others", "cancel": "act_on_others"}[input.action]
+	job := input.request.job
+	[_, p] := _caller
+	levels := data.wsc.levels
+	levels[p[job.project]][right]
+	_is_id(job.owner_uid)
+}
+
+# Your own job or, as for cancel, another's; the ceiling is your own level in
+# the job's project, so an owner who left the project cannot re-prioritise.
+_allowed := {"allow": true, "reasons": [], "privileges": p, "priority": priority} if {
+	input.action == "set_priority"
+	job := input.request.job
+	[gid_keys, p] := _caller
+	level := p[job.project]
+	_may_act(job, level)
+	priority := input.request.priority
+	_is_id(priority)
+	[_, rights] := privilege.group(gid_keys, job.project, level)
+	priority <= rights.max_priority
+}
+
+_may_act(job, level) if job.owner_uid == input.identity.uid
+
+else if {
+	data.wsc.levels[level].act_on_others
+	_is_id(job.owner_uid)
+}
+
+# --- denial path -------------------------------------------------------------------
+
 _job_ok if {
 	_is_id(input.request.job.owner_uid)
 	is_string(input.request.job.project)
@@ -16,26 +59,24 @@ _own_job if {
 	input.request.job.owner_uid == input.identity.uid
 }
 
-# The caller's membership of the job's project: [gid key, level].
-_job := _members[input.request.job.project]
-
-_job_rights := privilege.rights(_job)
-
-_job_level := _job[1]
-
 _may_see_job if _own_job
 
 _may_see_job if {
 	_job_ok
-	_job_rights.view_others
+	data.wsc.levels[_job_level].view_others
 }
 
 _may_act_on_job if _own_job
 
 _may_act_on_job if {
 	_job_ok
-	_job_rights.act_on_others
+	data.wsc.levels[_job_level].act_on_others
 }
+
+# The caller's level in the job's project.
+_job_level := _any_levels[input.request.job.project]
+
+_job_rights := privilege.group(_any_gid_keys, input.request.job.project, _job_level)[1]
 
 # The priority asked for, else (submit only) the level's default.
 default _priority := null
@@ -54,7 +95,7 @@ _job_denials contains "request.job: needs owner_uid (integer) and project (strin
 _job_denials contains "job of another user in a project you are not a member of" if {
 	_job_ok
 	not _own_job
-	not _job
+	not _job_level
 }
 
 _job_denials contains msg if {
@@ -83,7 +124,7 @@ _job_denials contains "request.priority: must be an integer >= 0" if {
 _job_denials contains msg if {
 	input.action == "set_priority"
 	_own_job
-	not _job
+	not _job_level
 	msg := sprintf("project %q: setting a priority needs membership in the job's project", [input.request.job.project])
 }
 

@@ -76,6 +76,24 @@ mount_cases := {
 			`mount "/nfs/home/1001/secrets" (ro): rule "/nfs/home" of export "home" grants you no ro access`,
 		],
 	},
+	"an owner rule below an export's root gives each user a directory under the rule": {
+		"input": submit(bob, "ml-team", [rw("/nfs/scratch/people/1002/x"), ro("/nfs/scratch/people/1002")]),
+		"allow": true,
+		"expect": {
+			"supplemental_groups": [2001],
+			"mounts": [
+				granted("/nfs/scratch/people/1002/x", "scratch", "people/1002/x", false),
+				granted("/nfs/scratch/people/1002", "scratch", "people/1002", true),
+			],
+		},
+	},
+	"an owner rule's own path and other users' directories under it are denied": {
+		"input": submit(bob, "ml-team", [ro("/nfs/scratch/people"), ro("/nfs/scratch/people/1001/x")]),
+		"reasons": [
+			no_access("/nfs/scratch/people", "ro", "/nfs/scratch/people", "scratch"),
+			no_access("/nfs/scratch/people/1001/x", "ro", "/nfs/scratch/people", "scratch"),
+		],
+	},
 	"owner rules by user name follow the token's user": {
 		"input": submit(bob, "ml-team", [ro("/nfs/users/bob/x"), rw("/nfs/users/bob/y"), ro("/nfs/users/alice")]),
 		"reasons": [
@@ -92,6 +110,14 @@ mount_cases := {
 	"'..' inside an export resolves before matching": {
 		"input": submit(dave, "vision", [rw("/nfs/projects/vision/../ml/x")]),
 		"reasons": [`mount "/nfs/projects/ml/x" (rw): rule "/nfs/projects/ml" of export "projects" grants you no rw access`],
+	},
+	"a '..' path is judged, and mounted, as the path it resolves to": {
+		"input": submit(bob, "ml-team", [rw("/nfs/projects/vision/../ml/x/")]),
+		"allow": true,
+		"expect": {
+			"supplemental_groups": [2001],
+			"mounts": [granted("/nfs/projects/ml/x", "projects", "ml/x", false)],
+		},
 	},
 	"'..' out of every export lands outside": {
 		"input": submit(bob, "ml-team", [ro("/nfs/projects/ml/../../../etc/shadow")]),
