@@ -285,6 +285,8 @@ class Stack:
     def start_opa(self) -> None:
         if self.external_opa is None:
             argv = [self.opa, "run", "--server", "--addr", f"127.0.0.1:{self.opa_port}"]
+            # As deploy/k8s/server.yaml: data kept as AST values, no conversion per read.
+            argv += ["--optimize-store-for-read-speed"]
             argv += ["--log-level", "error", "--skip-version-check"]
             env = {**os.environ, **OPA_ENV}
             if self.bundle is not None:

@@ -241,6 +241,7 @@ def start_opa(
     cmd = [
         opa_binary(), "run", "--server",
         "--addr", f"127.0.0.1:{port}",
+        "--optimize-store-for-read-speed",  # as deploy/k8s/server.yaml runs it
         "--config-file", str(CONFIG),
         "--set-file", f"keys.wsc_bundle.key={public_key}",
         "--set", "bundles.wsc.polling.min_delay_seconds=1",

@@ -92,6 +92,7 @@ def test_opa_sidecar_runs_with_the_devstack_go_runtime_settings() -> None:
     (opa,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "opa"]
     env = {e["name"]: e["value"] for e in opa["env"]}
     assert env == OPA_ENV
+    assert "--optimize-store-for-read-speed" in opa["args"]  # devstack passes it too
     # The soft limit must leave room below the container's hard limit.
     limit = _mebibytes(opa["resources"]["limits"]["memory"])
     assert _mebibytes(env["GOMEMLIMIT"].replace("B", "")) <= 0.8 * limit
