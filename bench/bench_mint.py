@@ -25,11 +25,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tokensvc.claims import new_claims
-from tokensvc.keys import KeyRing, generate_keyring
-from tokensvc.replay import MemoryReplayCache
-from tokensvc.token import seal
-from tokensvc.validate import TokenValidator
+from tokensvc.core.claims import new_claims
+from tokensvc.core.keys import KeyRing, generate_keyring
+from tokensvc.core.replay import MemoryReplayCache
+from tokensvc.core.token import seal
+from tokensvc.core.validate import TokenValidator
 
 REALM = "bench"
 GROUPS = (1001, 2001, 2002, 2003)  # a user in a few groups, as on a real login node

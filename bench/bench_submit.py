@@ -1,6 +1,6 @@
 """Submit latency and throughput through the server, beside the raw OPA decision, same run.
 
-Starts the real stack (tokensvc.devstack: OPA with the repository's policies,
+Starts the real stack (tokensvc.cluster.devstack: OPA with the repository's policies,
 the server with the spool submitter; the mint daemon is not on this path),
 pre-seals one token per request for user A, then drives, from a separate
 process (bench/httpload, Go, so the load generator costs little CPU on the
@@ -31,12 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tokensvc.claims import new_claims
-from tokensvc.devstack import USER_A, Stack
-from tokensvc.jobs import parse_job_request
-from tokensvc.keys import KeyRing
-from tokensvc.opa import DECISION_PATH
-from tokensvc.token import seal
+from tokensvc.cluster.devstack import USER_A, Stack
+from tokensvc.cluster.jobs import parse_job_request
+from tokensvc.cluster.opa import DECISION_PATH
+from tokensvc.core.claims import new_claims
+from tokensvc.core.keys import KeyRing
+from tokensvc.core.token import seal
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = {

@@ -25,7 +25,7 @@ from typing import Any
 import requests
 import yaml
 
-from tokensvc.devstack import ADMIN, USER_A, USER_B, USER_C, Stack, User, setpriv
+from tokensvc.cluster.devstack import ADMIN, USER_A, USER_B, USER_C, Stack, User, setpriv
 
 ROOT = Path(__file__).resolve().parents[1]
 BOLD, DIM, GREEN, RED, RESET = "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m"

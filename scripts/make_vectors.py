@@ -20,9 +20,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
-from tokensvc.claims import MAX_SKEW, MAX_TTL, Claims
-from tokensvc.keys import Key, KeyRing, KeyState
-from tokensvc.token import CIPHERTEXT_OFFSET, HEADER_LEN, _seal_with_nonce, encode_claims
+from tokensvc.core.claims import MAX_SKEW, MAX_TTL, Claims
+from tokensvc.core.keys import Key, KeyRing, KeyState
+from tokensvc.core.token import CIPHERTEXT_OFFSET, HEADER_LEN, _seal_with_nonce, encode_claims
 
 VECTOR_DIR = Path(__file__).resolve().parent.parent / "tests" / "vectors"
 REALM = "wsc-test"

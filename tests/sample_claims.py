@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokensvc.claims import Claims
+from tokensvc.core.claims import Claims
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z: a fixed clock; these tests never read time
 

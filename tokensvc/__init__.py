@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from tokensvc.errors import (
+from tokensvc.core.errors import (
     ConfigError,
     DaemonUnavailable,
     Expired,
@@ -32,21 +32,21 @@ from tokensvc.errors import (
 )
 
 if TYPE_CHECKING:
-    from tokensvc.claims import Claims
-    from tokensvc.client import mint
-    from tokensvc.config import Settings, load_settings
-    from tokensvc.keys import KeyRing
-    from tokensvc.validate import TokenValidator
+    from tokensvc.core.claims import Claims
+    from tokensvc.core.config import Settings, load_settings
+    from tokensvc.core.keys import KeyRing
+    from tokensvc.core.validate import TokenValidator
+    from tokensvc.usernode.client import mint
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Claims": "tokensvc.claims",
-    "KeyRing": "tokensvc.keys",
-    "Settings": "tokensvc.config",
-    "TokenValidator": "tokensvc.validate",
-    "load_settings": "tokensvc.config",
-    "mint": "tokensvc.client",
+    "Claims": "tokensvc.core.claims",
+    "KeyRing": "tokensvc.core.keys",
+    "Settings": "tokensvc.core.config",
+    "TokenValidator": "tokensvc.core.validate",
+    "load_settings": "tokensvc.core.config",
+    "mint": "tokensvc.usernode.client",
 }
 
 

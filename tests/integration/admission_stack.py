@@ -23,10 +23,10 @@ import pytest
 import requests
 from toolpaths import tool
 
-from tokensvc.claims import new_claims
-from tokensvc.devstack import Stack, User, setpriv
-from tokensvc.keys import KeyRing
-from tokensvc.token import seal
+from tokensvc.cluster.devstack import Stack, User, setpriv
+from tokensvc.core.claims import new_claims
+from tokensvc.core.keys import KeyRing
+from tokensvc.core.token import seal
 
 ROOT = Path(__file__).resolve().parents[2]
 OPA = ROOT / ".tools" / "bin" / "opa"

@@ -42,7 +42,7 @@ from typing import Any
 import requests
 from toolpaths import tool
 
-from tokensvc.devstack import BundleServer
+from tokensvc.cluster.devstack import BundleServer
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "opa" / "config.yaml"

@@ -16,7 +16,7 @@ import pytest
 from admission_stack import ROOT, needs_root
 from opa_fixture import builder, opa_binary
 
-from tokensvc.devstack import USER_A, setpriv
+from tokensvc.cluster.devstack import USER_A, setpriv
 
 pytestmark = [needs_root, pytest.mark.root]
 

@@ -26,9 +26,9 @@ from usernode import (
     wait_ready,
 )
 
-from tokensvc.client import mint
-from tokensvc.errors import DaemonUnavailable
-from tokensvc.keys import rotate_key
+from tokensvc.core.errors import DaemonUnavailable
+from tokensvc.core.keys import rotate_key
+from tokensvc.usernode.client import mint
 
 pytestmark = pytest.mark.root
 
@@ -256,7 +256,7 @@ def test_sighup_reloads_the_key_ring(fresh_tree: Tree) -> None:
             time.sleep(0.02)
         after = mint(socket_path=str(daemon.socket))
         ring = fresh_tree.ring()
-        from tokensvc.token import open_token  # noqa: PLC0415
+        from tokensvc.core.token import open_token  # noqa: PLC0415
 
         assert open_token(before, ring)[1].key_id == old
         assert open_token(after, ring)[1].key_id == new

@@ -25,7 +25,7 @@ from usernode import (
     token_of,
 )
 
-from tokensvc.client import mint
+from tokensvc.usernode.client import mint
 
 pytestmark = pytest.mark.root
 

@@ -13,8 +13,8 @@ from typing import Any
 import uvloop
 from opa_fixture import OpaHandle
 
-from tokensvc.devstack import USER_A, USER_B
-from tokensvc.opa import DecisionResult, OpaClient
+from tokensvc.cluster.devstack import USER_A, USER_B
+from tokensvc.cluster.opa import DecisionResult, OpaClient
 
 
 def identity(user: Any) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Admission end to end: real mint daemon (root), real OPA, real server, users via setpriv.
 
-Users (tokensvc.devstack, numbers from policies/data): A = uid 1002 in ml-team;
+Users (tokensvc.cluster.devstack, numbers from policies/data): A = uid 1002 in ml-team;
 B = uid 1004, a student outside ml-team; C = uid 1005 in ml-team, vision and
 students; the admin = uid 1001, admin of ml-team.
 """
@@ -33,7 +33,7 @@ from admission_stack import (
 )
 from opa_fixture import OpaHandle, start_opa
 
-from tokensvc.devstack import ADMIN, USER_A, USER_B, USER_C, Stack
+from tokensvc.cluster.devstack import ADMIN, USER_A, USER_B, USER_C, Stack
 
 pytestmark = [needs_root, pytest.mark.root]
 
@@ -251,7 +251,7 @@ def test_policy_denial_lists_every_reason(stack: Stack) -> None:
 
 
 def test_root_never_launches(stack: Stack) -> None:
-    from tokensvc.devstack import User  # noqa: PLC0415
+    from tokensvc.cluster.devstack import User  # noqa: PLC0415
 
     root = User("root", 0, 0, (0,), "root")
     resp = http(stack, "POST", "/v1/jobs", forge_token(stack, root), json=job_body())
@@ -432,7 +432,7 @@ def test_every_spooled_pod_is_schema_valid_and_restricted(stack: Stack) -> None:
 def test_sighup_reloads_the_key_ring_after_rotation(stack: Stack) -> None:
     import signal  # noqa: PLC0415
 
-    from tokensvc.keys import rotate_key  # noqa: PLC0415
+    from tokensvc.core.keys import rotate_key  # noqa: PLC0415
 
     rotate_key(stack.keyring)  # new active key; the old one stays accepted
     token = forge_token(stack, USER_A)  # sealed with the new key

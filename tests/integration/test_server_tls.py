@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from opa_fixture import OpaHandle
 
-from tokensvc.devstack import USER_A, Stack
+from tokensvc.cluster.devstack import USER_A, Stack
 
 pytestmark = [needs_root, pytest.mark.root]
 

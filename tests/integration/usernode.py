@@ -39,9 +39,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tokensvc.claims import Claims
-from tokensvc.keys import KeyRing, generate_keyring
-from tokensvc.token import open_token
+from tokensvc.core.claims import Claims
+from tokensvc.core.keys import KeyRing, generate_keyring
+from tokensvc.core.token import open_token
 
 REALM = "itest"
 SETPRIV = shutil.which("setpriv")

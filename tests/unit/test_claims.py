@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sample_claims import T0, claim_fields
 
-from tokensvc.claims import (
+from tokensvc.core.claims import (
     DEFAULT_TTL,
     MAX_GROUPS,
     MAX_ID,

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tokensvc.claims import new_claims
 from tokensvc.cli import main
-from tokensvc.keys import KeyRing, generate_keyring
-from tokensvc.token import seal
+from tokensvc.core.claims import new_claims
+from tokensvc.core.keys import KeyRing, generate_keyring
+from tokensvc.core.token import seal
 
 REALM = "clitest"
 

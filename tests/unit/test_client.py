@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tokensvc.client import mint
-from tokensvc.errors import DaemonUnavailable, MintRefused
+from tokensvc.core.errors import DaemonUnavailable, MintRefused
+from tokensvc.usernode.client import mint
 
 Behaviour = Callable[[socket.socket], None]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tokensvc.config import (
+from tokensvc.core.config import (
     DEFAULT_KEYRING,
     DEFAULT_SOCKET,
     MintdSettings,
@@ -15,7 +15,7 @@ from tokensvc.config import (
     load_settings,
     settings_replace,
 )
-from tokensvc.errors import ConfigError
+from tokensvc.core.errors import ConfigError
 
 NO_FILE: dict[str, str] = {"TOKENSVC_CONFIG": "/nonexistent/tokensvc.conf"}
 

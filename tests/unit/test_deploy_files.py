@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from tokensvc.config import load_settings
-from tokensvc.devstack import OPA_ENV
+from tokensvc.cluster.devstack import OPA_ENV
+from tokensvc.core.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "k8s"

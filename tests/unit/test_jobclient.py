@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from tokensvc.cli_jobs import _mount
-from tokensvc.errors import (
+from tokensvc.cli.jobs import _mount
+from tokensvc.cluster.client import JobClient, _raise_for
+from tokensvc.cluster.jobs import InvalidRequest
+from tokensvc.core.errors import (
     NotFound,
     PolicyDenied,
     PolicyUnavailable,
@@ -17,8 +19,6 @@ from tokensvc.errors import (
     TokenRejected,
     TokenServiceError,
 )
-from tokensvc.jobclient import JobClient, _raise_for
-from tokensvc.jobs import InvalidRequest
 
 
 @pytest.mark.parametrize(

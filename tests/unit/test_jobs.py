@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tokensvc.jobs import (
+from tokensvc.cluster.jobs import (
     InvalidRequest,
     JobRequest,
     MountRequest,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tokensvc.errors import InsecureKeyFile, KeyFileError
-from tokensvc.keys import (
+from tokensvc.core.errors import InsecureKeyFile, KeyFileError
+from tokensvc.core.keys import (
     MAX_KEYS,
     MAX_RING_FILE_SIZE,
     RING_MAGIC,
@@ -220,7 +220,7 @@ def test_override_loads_and_warns_loudly(
     ring_path.chmod(0o644)
     link = tmp_path / "link"
     link.symlink_to(ring_path)
-    with caplog.at_level(logging.WARNING, logger="tokensvc.keys"):
+    with caplog.at_level(logging.WARNING, logger="tokensvc.core.keys"):
         ring = KeyRing.load(link, allow_insecure=True)
     assert ring.active
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -239,7 +239,9 @@ def public_tmp() -> Iterator[Path]:
 
 
 def _load_as(uid: int, path: Path) -> subprocess.CompletedProcess[str]:
-    code = "import sys; from tokensvc.keys import KeyRing; KeyRing.load(sys.argv[1]); print('ok')"
+    code = (
+        "import sys; from tokensvc.core.keys import KeyRing; KeyRing.load(sys.argv[1]); print('ok')"
+    )
     return subprocess.run(
         [
             *("setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"),

@@ -18,9 +18,9 @@ import yaml
 from kubernetes.client import ApiClient, V1Pod
 from toolpaths import tool
 
-from tokensvc.jobs import JobRequest, MountRequest, parse_job_request
-from tokensvc.launcher import LaunchRefused, build_manifest, build_pod, pod_manifest
-from tokensvc.opa import Decision, GrantedMount, RunAs, parse_decision
+from tokensvc.cluster.jobs import JobRequest, MountRequest, parse_job_request
+from tokensvc.cluster.launcher import LaunchRefused, build_manifest, build_pod, pod_manifest
+from tokensvc.cluster.opa import Decision, GrantedMount, RunAs, parse_decision
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN_ID = "0123456789abcdef0123456789abcdef"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tokensvc.errors import DaemonUnavailable, MintRefused
-from tokensvc.mintproto import (
+from tokensvc.core.errors import DaemonUnavailable, MintRefused
+from tokensvc.usernode.protocol import (
     MAX_REQUEST,
     RequestError,
     error_reply,

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, TypeVar
 import pytest
 import uvloop
 
-from tokensvc.opa import (
+from tokensvc.cluster.opa import (
     DECISION_PATH,
     DecisionResult,
     OpaClient,

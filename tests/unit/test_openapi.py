@@ -7,8 +7,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from tokensvc.jobs import InvalidRequest, parse_job_request, parse_priority_body
-from tokensvc.openapi import OPENAPI
+from tokensvc.cluster.jobs import InvalidRequest, parse_job_request, parse_priority_body
+from tokensvc.cluster.openapi import OPENAPI
 
 SCHEMAS = OPENAPI["components"]["schemas"]
 GOOD = {"project": "ml-team", "image": "busybox:1.36", "command": ["true"]}

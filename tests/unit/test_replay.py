@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from tokensvc.errors import Replayed
-from tokensvc.replay import MemoryReplayCache, ReplayCache
+from tokensvc.core.errors import Replayed
+from tokensvc.core.replay import MemoryReplayCache, ReplayCache
 
 T0 = 1_767_225_600
 

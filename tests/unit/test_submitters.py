@@ -11,17 +11,17 @@ from typing import Any
 import pytest
 import yaml
 
-from tokensvc.errors import NotFound, Replayed
-from tokensvc.jobs import JobRequest
-from tokensvc.launcher import build_pod, pod_manifest
-from tokensvc.opa import Decision, RunAs
-from tokensvc.submitters import (
+from tokensvc.cluster.jobs import JobRequest
+from tokensvc.cluster.launcher import build_pod, pod_manifest
+from tokensvc.cluster.opa import Decision, RunAs
+from tokensvc.cluster.submitters import (
     JobExists,
     SpoolSubmitter,
     SubmitFailed,
     record_from_manifest,
     to_yaml,
 )
+from tokensvc.core.errors import NotFound, Replayed
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,10 +9,10 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 from sample_claims import T0, make_claims
 
-from tokensvc.claims import MAX_GROUPS, MAX_TEXT_BYTES, MAX_TTL
-from tokensvc.errors import InvalidToken
-from tokensvc.keys import Key, KeyRing, new_key
-from tokensvc.token import (
+from tokensvc.core.claims import MAX_GROUPS, MAX_TEXT_BYTES, MAX_TTL
+from tokensvc.core.errors import InvalidToken
+from tokensvc.core.keys import Key, KeyRing, new_key
+from tokensvc.core.token import (
     CIPHERTEXT_OFFSET,
     HEADER_LEN,
     MAX_CLAIMS_LEN,

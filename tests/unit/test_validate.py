@@ -8,8 +8,8 @@ import pytest
 import sample_claims
 from sample_claims import T0
 
-from tokensvc.claims import MAX_SKEW, MAX_TTL, Claims
-from tokensvc.errors import (
+from tokensvc.core.claims import MAX_SKEW, MAX_TTL, Claims
+from tokensvc.core.errors import (
     Expired,
     InvalidToken,
     KeyRetired,
@@ -19,10 +19,10 @@ from tokensvc.errors import (
     TokenServiceError,
     WrongRealm,
 )
-from tokensvc.keys import KeyRing, new_key
-from tokensvc.replay import MemoryReplayCache
-from tokensvc.token import _seal_with_nonce, seal
-from tokensvc.validate import TokenValidator, check_claims
+from tokensvc.core.keys import KeyRing, new_key
+from tokensvc.core.replay import MemoryReplayCache
+from tokensvc.core.token import _seal_with_nonce, seal
+from tokensvc.core.validate import TokenValidator, check_claims
 
 REALM = "wsc"
 

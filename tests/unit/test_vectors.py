@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from tokensvc import errors
-from tokensvc.claims import Claims
-from tokensvc.errors import KeyFileError
-from tokensvc.keys import Key, KeyRing
-from tokensvc.replay import MemoryReplayCache
-from tokensvc.token import _seal_with_nonce, open_token
-from tokensvc.validate import TokenValidator
+from tokensvc.core import errors
+from tokensvc.core.claims import Claims
+from tokensvc.core.errors import KeyFileError
+from tokensvc.core.keys import Key, KeyRing
+from tokensvc.core.replay import MemoryReplayCache
+from tokensvc.core.token import _seal_with_nonce, open_token
+from tokensvc.core.validate import TokenValidator
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTOR_DIR = ROOT / "tests" / "vectors"

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pytest
 import uvloop
 
-from tokensvc.service import WorkerPool
+from tokensvc.cluster.service import WorkerPool
 
 _T = TypeVar("_T")
 

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from kube import JOBS_NAMESPACE, KubeAPI
 
-from tokensvc.claims import Claims, new_claims
-from tokensvc.errors import NotFound, Replayed
-from tokensvc.jobs import JobRequest, MountRequest
-from tokensvc.launcher import LABEL_OWNER_UID, LABEL_TOKEN_ID, build_pod, pod_manifest
-from tokensvc.opa import Decision, GrantedMount, RunAs
-from tokensvc.submitters import JobExists, KubernetesSubmitter, SubmitFailed
+from tokensvc.cluster.jobs import JobRequest, MountRequest
+from tokensvc.cluster.launcher import LABEL_OWNER_UID, LABEL_TOKEN_ID, build_pod, pod_manifest
+from tokensvc.cluster.opa import Decision, GrantedMount, RunAs
+from tokensvc.cluster.submitters import JobExists, KubernetesSubmitter, SubmitFailed
+from tokensvc.core.claims import Claims, new_claims
+from tokensvc.core.errors import NotFound, Replayed
 
 pytestmark = pytest.mark.usefixtures("deployed_rbac")
 

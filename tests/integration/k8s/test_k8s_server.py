@@ -17,7 +17,7 @@ from admission_stack import forge_token, job_body, needs_root, stack_fixture
 from kube import JOBS_NAMESPACE, KubeAPI
 from opa_fixture import OpaHandle
 
-from tokensvc.devstack import ADMIN, USER_A, USER_B, Stack
+from tokensvc.cluster.devstack import ADMIN, USER_A, USER_B, Stack
 
 pytestmark = [needs_root, pytest.mark.usefixtures("deployed_rbac")]
 

@@ -22,11 +22,11 @@ import pytest
 import requests
 from kube import BIN_DIR, JOBS_NAMESPACE, REPO, KubeAPI, Proc, spawn, wait_ready
 
-from tokensvc.claims import new_claims
-from tokensvc.devstack import Stack, free_port
-from tokensvc.keys import KeyRing
-from tokensvc.launcher import LABEL_OWNER_UID, LABEL_TOKEN_ID
-from tokensvc.token import seal
+from tokensvc.cluster.devstack import Stack, free_port
+from tokensvc.cluster.launcher import LABEL_OWNER_UID, LABEL_TOKEN_ID
+from tokensvc.core.claims import new_claims
+from tokensvc.core.keys import KeyRing
+from tokensvc.core.token import seal
 
 pytestmark = pytest.mark.usefixtures("deployed_rbac")
 

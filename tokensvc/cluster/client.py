@@ -15,7 +15,8 @@ from typing import Any, Final
 
 import requests
 
-from tokensvc.errors import (
+from tokensvc.cluster.jobs import InvalidRequest, JobRequest, is_job_name
+from tokensvc.core.errors import (
     NotFound,
     PolicyDenied,
     PolicyUnavailable,
@@ -23,7 +24,6 @@ from tokensvc.errors import (
     ServerUnavailable,
     TokenRejected,
 )
-from tokensvc.jobs import InvalidRequest, JobRequest, is_job_name
 
 DEFAULT_TIMEOUT: Final = 30.0
 MAX_REPLY_BYTES: Final = 4 << 20

@@ -43,19 +43,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tokensvc.claims import new_claims
-from tokensvc.config import Settings
-from tokensvc.errors import ConfigError, KeyFileError
-from tokensvc.keys import Key, KeyRing
-from tokensvc.mintproto import (
+from tokensvc.core.claims import new_claims
+from tokensvc.core.config import Settings
+from tokensvc.core.errors import ConfigError, KeyFileError
+from tokensvc.core.keys import Key, KeyRing
+from tokensvc.core.token import Sealer
+from tokensvc.usernode.peercred import peer_credentials
+from tokensvc.usernode.protocol import (
     MAX_REQUEST,
     OK_PREFIX,
     RequestError,
     error_reply,
     parse_request,
 )
-from tokensvc.peercred import peer_credentials
-from tokensvc.token import Sealer
 
 LISTEN_BACKLOG = 1024
 ACCEPT_BATCH = 64  # accepts per wake-up before other connections get a turn

@@ -51,8 +51,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-from tokensvc.claims import MAX_TTL
-from tokensvc.errors import ConfigError
+from tokensvc.core.claims import MAX_TTL
+from tokensvc.core.errors import ConfigError
 
 DEFAULT_CONFIG = "/etc/tokensvc/tokensvc.conf"
 DEFAULT_SOCKET = "/run/tokensvc/mint.sock"

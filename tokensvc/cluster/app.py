@@ -33,37 +33,37 @@ from typing import Any, Final, TextIO
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tokensvc.claims import Claims
-from tokensvc.config import Settings
-from tokensvc.errors import (
-    InvalidToken,
-    NotFound,
-    PolicyUnavailable,
-    TokenRejected,
-    TokenServiceError,
-)
-from tokensvc.jobs import (
+from tokensvc.cluster.jobs import (
     MAX_BODY_BYTES,
     InvalidRequest,
     is_job_name,
     parse_job_request,
     parse_priority_body,
 )
-from tokensvc.keys import KeyRing
-from tokensvc.opa import ACTIONS, OpaClient
-from tokensvc.openapi import OPENAPI
-from tokensvc.replay import MemoryReplayCache
-from tokensvc.service import AUDIT_LOGGER, AdmissionService, Denied, audit_line
-from tokensvc.submitters import (
+from tokensvc.cluster.opa import ACTIONS, OpaClient
+from tokensvc.cluster.openapi import OPENAPI
+from tokensvc.cluster.service import AUDIT_LOGGER, AdmissionService, Denied, audit_line
+from tokensvc.cluster.submitters import (
     JobExists,
     KubernetesSubmitter,
     SpoolSubmitter,
     SubmitFailed,
     Submitter,
 )
-from tokensvc.validate import TokenValidator
+from tokensvc.core.claims import Claims
+from tokensvc.core.config import Settings
+from tokensvc.core.errors import (
+    InvalidToken,
+    NotFound,
+    PolicyUnavailable,
+    TokenRejected,
+    TokenServiceError,
+)
+from tokensvc.core.keys import KeyRing
+from tokensvc.core.replay import MemoryReplayCache
+from tokensvc.core.validate import TokenValidator
 
-log = logging.getLogger("tokensvc.server")
+log = logging.getLogger("tokensvc.cluster.app")
 
 # ASGI's three arguments (https://asgi.readthedocs.io/): plain dicts.
 Scope = MutableMapping[str, Any]

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
-from tokensvc.errors import ConfigError
+from tokensvc.core.errors import ConfigError
 
 STOP_GRACE: Final = 5.0  # seconds between SIGTERM and SIGKILL
 START_TIMEOUT: Final = 30.0
@@ -237,7 +237,7 @@ class Stack:
 
     def prepare(self) -> None:
         """Work directory, key ring and settings file (idempotent)."""
-        from tokensvc.keys import generate_keyring  # noqa: PLC0415
+        from tokensvc.core.keys import generate_keyring  # noqa: PLC0415
 
         self.workdir.mkdir(mode=0o755, parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o755)  # noqa: S103 (users' clients read the settings file)

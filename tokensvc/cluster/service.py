@@ -2,7 +2,7 @@
 
 Every action is a coroutine on the server's event loop; blocking steps (the
 submitter, the audit line) run in the service's bounded worker pool (see
-:class:`AdmissionService`). Errors are the :mod:`tokensvc.errors` tree plus
+:class:`AdmissionService`). Errors are the :mod:`tokensvc.core.errors` tree plus
 the few defined here; the HTTP layer maps each to one status code.
 
 The OPA input is built from exactly three sources: the token's claims (who),
@@ -26,13 +26,13 @@ from typing import Any, Final, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from tokensvc.claims import Claims
-from tokensvc.errors import InvalidToken, PolicyDenied, PolicyUnavailable, TokenRejected
-from tokensvc.jobs import JobRecord, JobRequest, job_name
-from tokensvc.launcher import LaunchRefused, build_manifest
-from tokensvc.opa import ACTIONS, Action, DecisionResult, OpaClient, OpaUnavailable
-from tokensvc.submitters import SubmitFailed, Submitter
-from tokensvc.validate import TokenValidator
+from tokensvc.cluster.jobs import JobRecord, JobRequest, job_name
+from tokensvc.cluster.launcher import LaunchRefused, build_manifest
+from tokensvc.cluster.opa import ACTIONS, Action, DecisionResult, OpaClient, OpaUnavailable
+from tokensvc.cluster.submitters import SubmitFailed, Submitter
+from tokensvc.core.claims import Claims
+from tokensvc.core.errors import InvalidToken, PolicyDenied, PolicyUnavailable, TokenRejected
+from tokensvc.core.validate import TokenValidator
 
 AUDIT_LOGGER: Final = "tokensvc.audit"
 _T = TypeVar("_T")

@@ -11,8 +11,8 @@ import os
 import socket
 import time
 
-from tokensvc.errors import DaemonUnavailable
-from tokensvc.mintproto import MAX_REPLY, format_request, parse_reply
+from tokensvc.core.errors import DaemonUnavailable
+from tokensvc.usernode.protocol import MAX_REPLY, format_request, parse_reply
 
 DEFAULT_TIMEOUT = 5.0  # seconds for connect + request + reply together
 
@@ -22,7 +22,7 @@ def default_socket() -> str:
     path = os.environ.get("TOKENSVC_SOCKET")
     if path:
         return path
-    from tokensvc.config import load_settings  # noqa: PLC0415 - only when not given
+    from tokensvc.core.config import load_settings  # noqa: PLC0415 - only when not given
 
     return load_settings().socket
 

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from tokensvc.errors import PolicyUnavailable
+from tokensvc.core.errors import PolicyUnavailable
 
 DECISION_PATH: Final = "/v1/data/wsc/authz/decision"
 HEALTH_PATH: Final = "/health"

@@ -1,14 +1,14 @@
 """The server's OpenAPI 3.1 document, served at ``/openapi.json`` (prose in docs/api.md).
 
 Hand-written so the contract is reviewed as a contract; the schemas mirror
-:mod:`tokensvc.jobs` (tests check the bounds agree).
+:mod:`tokensvc.cluster.jobs` (tests check the bounds agree).
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from tokensvc.jobs import (
+from tokensvc.cluster.jobs import (
     MAX_ARG_CHARS,
     MAX_COMMAND_ARGS,
     MAX_IMAGE_CHARS,

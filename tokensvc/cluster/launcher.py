@@ -15,7 +15,7 @@ no privilege escalation, all capabilities dropped, RuntimeDefault seccomp,
 no service-account token, and NFS only through admin-provisioned PVCs with
 a subPath (inline ``nfs:`` volumes are not allowed under "restricted").
 
-The submitters live in :mod:`tokensvc.submitters`.
+The submitters live in :mod:`tokensvc.cluster.submitters`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any, Final, Protocol
 
 from kubernetes import client as k8s
 
-from tokensvc.jobs import JobRequest, job_name
-from tokensvc.opa import MAX_SUPPLEMENTAL_GROUPS, Decision, GrantedMount
+from tokensvc.cluster.jobs import JobRequest, job_name
+from tokensvc.cluster.opa import MAX_SUPPLEMENTAL_GROUPS, Decision, GrantedMount
 
 DEFAULT_NAMESPACE: Final = "wsc-jobs"
 CONTAINER_NAME: Final = "job"
@@ -45,7 +45,7 @@ DEFAULT_PRIORITY: Final = 0
 
 
 class Identity(Protocol):
-    """The token claims the launcher needs (``tokensvc.claims.Claims`` fits)."""
+    """The token claims the launcher needs (``tokensvc.core.claims.Claims`` fits)."""
 
     @property
     def uid(self) -> int: ...

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal, TypedDict
 
-from tokensvc.errors import InsecureKeyFile, KeyFileError
+from tokensvc.core.errors import InsecureKeyFile, KeyFileError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from tokensvc.errors import TokenServiceError
+from tokensvc.core.errors import TokenServiceError
 
 MAX_BODY_BYTES: Final = 64 * 1024
 MAX_COMMAND_ARGS: Final = 256

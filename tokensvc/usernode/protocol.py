@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from tokensvc.errors import DaemonUnavailable, MintRefused
+from tokensvc.core.errors import DaemonUnavailable, MintRefused
 
 VERSION_TAG = b"MINT1"
 MAX_REQUEST = 32  # bytes, including the LF

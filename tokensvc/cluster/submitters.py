@@ -7,7 +7,7 @@ derived from the submit token's id, so a replayed submit collides here even
 if it slipped past one replica's replay cache.
 
 Library errors are wrapped at this edge: callers see :class:`JobExists`,
-:class:`~tokensvc.errors.NotFound` or :class:`SubmitFailed` only.
+:class:`~tokensvc.core.errors.NotFound` or :class:`SubmitFailed` only.
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from typing import Any, Final, Protocol
 import urllib3
 import yaml
 
-from tokensvc.errors import NotFound, Replayed, TokenServiceError
-from tokensvc.jobs import JobRecord, is_job_name
-from tokensvc.launcher import (
+from tokensvc.cluster.jobs import JobRecord, is_job_name
+from tokensvc.cluster.launcher import (
     ANNOTATION_DECISION_ID,
     ANNOTATION_PRIORITY,
     DEFAULT_NAMESPACE,
@@ -37,6 +36,7 @@ from tokensvc.launcher import (
     LABEL_TOKEN_ID,
     MANAGED_BY,
 )
+from tokensvc.core.errors import NotFound, Replayed, TokenServiceError
 
 MAX_MANIFEST_BYTES: Final = 256 * 1024
 # libyaml when PyYAML was built with it (the wheels are): ~8x faster to read.

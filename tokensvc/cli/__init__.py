@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from tokensvc.cli_jobs import OVERRIDES as JOB_OVERRIDES
-from tokensvc.cli_jobs import add_job_commands
-from tokensvc.config import Settings, load_settings, settings_replace
-from tokensvc.errors import TokenServiceError
+from tokensvc.cli.jobs import OVERRIDES as JOB_OVERRIDES
+from tokensvc.cli.jobs import add_job_commands
+from tokensvc.core.config import Settings, load_settings, settings_replace
+from tokensvc.core.errors import TokenServiceError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 MAX_TTL_ARG = 99999  # what the mint protocol can carry; the daemon enforces its maximum
@@ -56,7 +56,7 @@ def _keyring_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
-    from tokensvc.keys import generate_keyring  # noqa: PLC0415 - keep `token` light
+    from tokensvc.core.keys import generate_keyring  # noqa: PLC0415 - keep `token` light
 
     ring = generate_keyring(settings.keyring)
     print(f"created key ring {settings.keyring} with active key {ring.active.key_id}")
@@ -64,7 +64,7 @@ def _cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
-    from tokensvc import keys  # noqa: PLC0415
+    from tokensvc.core import keys  # noqa: PLC0415
 
     path = settings.keyring
     action: str = args.action
@@ -117,13 +117,13 @@ def _add_keys(sub: Any) -> None:
 
 
 def _cmd_mintd(args: argparse.Namespace, settings: Settings) -> int:
-    from tokensvc import mintd  # noqa: PLC0415
+    from tokensvc.usernode import daemon as mintd  # noqa: PLC0415
 
     return mintd.run(settings)
 
 
 def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    from tokensvc.client import mint  # noqa: PLC0415
+    from tokensvc.usernode.client import mint  # noqa: PLC0415
 
     print(mint(args.ttl, settings.socket, timeout=args.timeout))
     return 0
@@ -132,16 +132,16 @@ def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 def _read_token_arg(text: str) -> str:
     if text != "-":
         return text
-    from tokensvc.token import MAX_TOKEN_LEN  # noqa: PLC0415
+    from tokensvc.core.token import MAX_TOKEN_LEN  # noqa: PLC0415
 
     data = sys.stdin.read(MAX_TOKEN_LEN + 2)
     return data[:-1] if data.endswith("\n") else data
 
 
 def _cmd_decode(args: argparse.Namespace, settings: Settings) -> int:
-    from tokensvc.keys import KeyRing  # noqa: PLC0415
-    from tokensvc.token import open_token  # noqa: PLC0415
-    from tokensvc.validate import check_claims  # noqa: PLC0415
+    from tokensvc.core.keys import KeyRing  # noqa: PLC0415
+    from tokensvc.core.token import open_token  # noqa: PLC0415
+    from tokensvc.core.validate import check_claims  # noqa: PLC0415
 
     token = _read_token_arg(args.token)
     ring = KeyRing.load(settings.keyring)

@@ -13,7 +13,7 @@ import heapq
 import threading
 from typing import Protocol
 
-from tokensvc.errors import Replayed
+from tokensvc.core.errors import Replayed
 
 
 class ReplayCache(Protocol):

@@ -4,7 +4,7 @@ The user-node commands mint one fresh token per request through the local
 daemon (``client.mint``) and call the server at settings ``server_url``
 (``$TOKENSVC_SERVER_URL`` or ``--server``). A policy denial prints every
 reason, one per line, and exits 7; the other exit codes are those of
-:mod:`tokensvc.errors` (table in docs/api.md).
+:mod:`tokensvc.core.errors` (table in docs/api.md).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from tokensvc.config import Settings
-from tokensvc.errors import PolicyDenied
-from tokensvc.jobs import InvalidRequest, parse_job_request
+from tokensvc.cluster.jobs import InvalidRequest, parse_job_request
+from tokensvc.core.config import Settings
+from tokensvc.core.errors import PolicyDenied
 
 
 def _mount(text: str) -> dict[str, str]:
@@ -44,8 +44,8 @@ def _positive(text: str) -> int:
 
 
 def _client(settings: Settings) -> Any:
-    from tokensvc.client import mint  # noqa: PLC0415
-    from tokensvc.jobclient import JobClient  # noqa: PLC0415
+    from tokensvc.cluster.client import JobClient  # noqa: PLC0415
+    from tokensvc.usernode.client import mint  # noqa: PLC0415
 
     return JobClient(
         settings.server_url,
@@ -153,7 +153,7 @@ def _cmd_priority(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_server(args: argparse.Namespace, settings: Settings) -> int:
-    from tokensvc.server import serve  # noqa: PLC0415 (uvicorn only here)
+    from tokensvc.cluster.app import serve  # noqa: PLC0415 (uvicorn only here)
 
     serve(settings)
     return 0
@@ -166,7 +166,7 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     import threading  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
-    from tokensvc.devstack import Stack  # noqa: PLC0415
+    from tokensvc.cluster.devstack import Stack  # noqa: PLC0415
 
     policies = args.policy or [p for p in ("policies/wsc", "policies/data") if Path(p).is_dir()]
     stack = Stack(

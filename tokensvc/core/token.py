@@ -24,9 +24,9 @@ import struct
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
-from tokensvc.claims import MAX_GROUPS, MAX_TEXT_BYTES, MAX_TTL, Claims
-from tokensvc.errors import InvalidToken
-from tokensvc.keys import KEY_ID_LEN, Key, KeyRing
+from tokensvc.core.claims import MAX_GROUPS, MAX_TEXT_BYTES, MAX_TTL, Claims
+from tokensvc.core.errors import InvalidToken
+from tokensvc.core.keys import KEY_ID_LEN, Key, KeyRing
 
 VERSION = 1
 NONCE_LEN = 12

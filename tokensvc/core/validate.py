@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hmac
 
-from tokensvc.claims import MAX_SKEW, MAX_TTL, Claims
-from tokensvc.errors import Expired, KeyRetired, NotYetValid, WrongRealm
-from tokensvc.keys import Key, KeyRing
-from tokensvc.replay import ReplayCache
-from tokensvc.token import open_token
+from tokensvc.core.claims import MAX_SKEW, MAX_TTL, Claims
+from tokensvc.core.errors import Expired, KeyRetired, NotYetValid, WrongRealm
+from tokensvc.core.keys import Key, KeyRing
+from tokensvc.core.replay import ReplayCache
+from tokensvc.core.token import open_token
 
 
 def check_claims(
