@@ -164,7 +164,7 @@ def test_forged_and_tampered_tokens_get_a_generic_401(stack: Stack) -> None:
     for token in ("garbage", "v1.AAAA.BBBB", tampered, "x" * 9000):
         resp = http(stack, "POST", "/v1/jobs", token, json=job_body())
         assert resp.status_code == 401
-        assert resp.json() == {"error": "invalid token"}
+        assert resp.json() == {"code": "invalid_token", "error": "invalid token"}
     log = stack.log("server").read_text()
     assert good not in log and tampered not in log
     failures = [json.loads(line) for line in log.splitlines() if '"auth_failed"' in line]
@@ -187,16 +187,17 @@ def test_expired_and_wrong_realm_tokens_get_401_after_authentication(stack: Stac
     assert "realm" in resp.json()["error"]
 
 
-def test_replayed_token_gets_401_and_creates_nothing(stack: Stack) -> None:
+def test_replayed_token_gets_409_replayed_and_creates_nothing(stack: Stack) -> None:
     token = forge_token(stack, USER_A)
     first = http(stack, "POST", "/v1/jobs", token, json=job_body())
     assert first.status_code == 201
     before = spooled(stack)
     again = http(stack, "POST", "/v1/jobs", token, json=job_body())
-    assert again.status_code == 401
-    assert "already used" in again.json()["error"] or "replay" in again.json()["error"].lower()
+    assert again.status_code == 409
+    assert again.json()["code"] == "replayed"
     # A token used for one call cannot be spent on another either.
-    assert http(stack, "GET", "/v1/jobs", token).status_code == 401
+    other = http(stack, "GET", "/v1/jobs", token)
+    assert (other.status_code, other.json()["code"]) == (409, "replayed")
     assert spooled(stack) == before
 
 
@@ -207,7 +208,7 @@ def test_replay_after_restart_collides_with_409(stack: Stack) -> None:
     stack.stop_process("server")  # the replay cache is gone with the process
     stack.start_server()
     resp = http(stack, "POST", "/v1/jobs", token, json=job_body())
-    assert resp.status_code == 409
+    assert (resp.status_code, resp.json()["code"]) == (409, "replayed")
     assert spooled(stack) == before
 
 

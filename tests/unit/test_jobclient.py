@@ -9,43 +9,66 @@ import pytest
 
 from tokensvc.cli.jobs import _mount
 from tokensvc.cluster.client import JobClient, _raise_for
-from tokensvc.cluster.jobs import InvalidRequest
 from tokensvc.core.errors import (
+    BodyTooLarge,
+    Expired,
+    InvalidRequest,
+    InvalidToken,
+    KeyRetired,
     NotFound,
+    NotYetValid,
     PolicyDenied,
     PolicyUnavailable,
     Replayed,
     ServerUnavailable,
-    TokenRejected,
+    SubmitFailed,
     TokenServiceError,
+    WrongRealm,
 )
 
 
 @pytest.mark.parametrize(
-    ("status", "body", "error", "code"),
+    ("status", "body", "error", "exit_code"),
     [
-        (401, {"error": "invalid token"}, TokenRejected, 10),
-        (403, {"error": "denied by policy", "reasons": ["a", "b"]}, PolicyDenied, 7),
-        (404, {"error": "no such job"}, NotFound, 9),
-        (409, {"error": "job exists"}, Replayed, 14),
-        (422, {"error": "invalid request", "reasons": ["x"]}, InvalidRequest, 2),
-        (413, {"error": "too large"}, InvalidRequest, 2),
-        (503, {"error": "policy engine unreachable"}, PolicyUnavailable, 8),
-        (500, {"error": "internal error"}, ServerUnavailable, 8),
+        (401, {"code": "invalid_token", "error": "invalid token"}, InvalidToken, 10),
+        (401, {"code": "expired", "error": "token expired"}, Expired, 11),
+        (401, {"code": "not_yet_valid", "error": "not yet valid"}, NotYetValid, 12),
+        (401, {"code": "wrong_realm", "error": "wrong realm"}, WrongRealm, 13),
+        (409, {"code": "replayed", "error": "token already used"}, Replayed, 14),
+        (401, {"code": "key_retired", "error": "key retired"}, KeyRetired, 15),
+        (403, {"code": "denied", "reasons": ["a", "b"]}, PolicyDenied, 7),
+        (404, {"code": "not_found", "error": "no such job"}, NotFound, 9),
+        (422, {"code": "invalid_request", "reasons": ["x"]}, InvalidRequest, 2),
+        (413, {"code": "body_too_large", "error": "too large"}, BodyTooLarge, 2),
+        (503, {"code": "policy_unavailable", "error": "unreachable"}, PolicyUnavailable, 8),
+        (503, {"code": "submit_failed", "error": "spool", "created": False}, SubmitFailed, 8),
+        (500, {"code": "internal", "error": "internal error"}, ServerUnavailable, 8),
+        # No code, an unknown code, or a code that does not fit the status: not trusted.
+        (401, {"code": "invalid_token", "error": "invalid token"}, ServerUnavailable, 8),
+        (401, {"code": "no-such-code"}, ServerUnavailable, 8),
+        (500, {"code": "denied"}, ServerUnavailable, 8),
     ],
 )
-def test_status_maps_to_error(
-    status: int, body: dict[str, Any], error: type[TokenServiceError], code: int
+def test_server_code_maps_to_error_and_exit_code(
+    status: int, body: dict[str, Any], error: type[TokenServiceError], exit_code: int
 ) -> None:
     with pytest.raises(error) as err:
         _raise_for(status, body)
-    assert err.value.exit_code == code
+    assert type(err.value) is error
+    assert err.value.exit_code == exit_code
 
 
-def test_denial_keeps_every_reason() -> None:
+def test_denial_keeps_every_reason_and_the_decision_id() -> None:
     with pytest.raises(PolicyDenied) as err:
-        _raise_for(403, {"reasons": ["first", "second"]})
+        _raise_for(403, {"code": "denied", "reasons": ["first", "second"], "decision_id": "d1"})
     assert err.value.reasons == ("first", "second")
+    assert err.value.decision_id == "d1"
+
+
+def test_unknown_outcome_of_a_submit_is_kept() -> None:
+    with pytest.raises(SubmitFailed) as err:
+        _raise_for(503, {"code": "submit_failed", "error": "timeout", "created": None})
+    assert err.value.created is None
 
 
 def test_success_passes() -> None:

@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from tokensvc.cluster.jobs import InvalidRequest, parse_job_request
+from tokensvc.cluster.jobs import parse_job_request
 from tokensvc.core.config import Settings
-from tokensvc.core.errors import PolicyDenied
+from tokensvc.core.errors import InvalidRequest, PolicyDenied
 
 
 def _mount(text: str) -> dict[str, str]:

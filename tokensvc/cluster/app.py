@@ -35,28 +35,29 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tokensvc.cluster.jobs import (
     MAX_BODY_BYTES,
-    InvalidRequest,
     is_job_name,
     parse_job_request,
     parse_priority_body,
 )
 from tokensvc.cluster.opa import ACTIONS, OpaClient
 from tokensvc.cluster.openapi import OPENAPI
-from tokensvc.cluster.service import AUDIT_LOGGER, AdmissionService, Denied, audit_line
+from tokensvc.cluster.service import AUDIT_LOGGER, AdmissionService, audit_line
 from tokensvc.cluster.submitters import (
-    JobExists,
     KubernetesSubmitter,
     SpoolSubmitter,
-    SubmitFailed,
     Submitter,
 )
 from tokensvc.core.claims import Claims
 from tokensvc.core.config import Settings
 from tokensvc.core.errors import (
+    BodyTooLarge,
+    InvalidRequest,
     InvalidToken,
+    MalformedBody,
     NotFound,
+    PolicyDenied,
     PolicyUnavailable,
-    TokenRejected,
+    SubmitFailed,
     TokenServiceError,
 )
 from tokensvc.core.keys import KeyRing
@@ -88,14 +89,6 @@ _JOB_ACTIONS: Final = {
     ("priority", "PUT"): "set_priority",
 }
 _ALLOW: Final = {"jobs": b"GET, POST", "job": b"DELETE, GET", "priority": b"PUT"}
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _BadBody(Exception):
-    pass
 
 
 class _ClientGone(Exception):
@@ -140,7 +133,7 @@ async def _read_json(scope: Scope, receive: Receive, limit: int) -> object:
     """The request body as JSON, refused beyond ``limit`` bytes before it is all read."""
     declared = _header(scope, b"content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise _BodyTooLarge
+        raise BodyTooLarge([f"request body larger than {limit} bytes"])
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -150,41 +143,36 @@ async def _read_json(scope: Scope, receive: Receive, limit: int) -> object:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _BodyTooLarge
+            raise BodyTooLarge([f"request body larger than {limit} bytes"])
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
     try:
         return json.loads(b"".join(chunks))
     except (ValueError, RecursionError) as err:  # bad JSON or UTF-8; absurd nesting
-        raise _BadBody from err
-
-
-def _error_body(err: Exception) -> tuple[int, dict[str, Any], tuple[tuple[bytes, bytes], ...]]:  # noqa: PLR0911
-    """Map the error tree to (status, body, headers); subclasses before their parents."""
-    if isinstance(err, InvalidToken):
-        return 401, {"error": "invalid token"}, _BEARER
-    if isinstance(err, JobExists):
-        return 409, {"error": str(err)}, ()
-    if isinstance(err, TokenRejected):
-        # Only reached after the token authenticated (invariant 3).
-        return 401, {"error": str(err)}, _BEARER
-    if isinstance(err, Denied):
-        body = {"error": "denied by policy", "reasons": list(err.reasons)}
-        return 403, {**body, "decision_id": err.decision_id}, ()
-    if isinstance(err, NotFound):
-        return 404, {"error": "no such job"}, ()
-    if isinstance(err, InvalidRequest):
-        return 422, {"error": "invalid request", "reasons": list(err.reasons)}, ()
-    if isinstance(err, PolicyUnavailable | SubmitFailed):
-        # created: false = this request left nothing behind; null = unknown.
-        uncertain = isinstance(err, SubmitFailed) and err.uncertain
-        return 503, {"error": str(err), "created": None if uncertain else False}, ()
-    return 500, {"error": "internal error"}, ()
+        raise MalformedBody(["request body is not JSON"]) from err
 
 
 # What a job handler returns: status, JSON body, extra headers.
 _Answer = tuple[int, dict[str, Any], tuple[tuple[bytes, bytes], ...]]
+
+
+def _error_body(err: TokenServiceError) -> _Answer:
+    """The answer to an error: its status and ``code`` from the error table, and its details."""
+    body: dict[str, Any] = {"code": err.code, "error": str(err)}
+    if isinstance(err, PolicyDenied):
+        body.update(error="denied by policy", reasons=list(err.reasons))
+        body["decision_id"] = err.decision_id
+    elif isinstance(err, InvalidRequest):
+        body.update(error="invalid request", reasons=list(err.reasons))
+    elif isinstance(err, SubmitFailed):
+        body["created"] = err.created
+    elif isinstance(err, PolicyUnavailable):
+        body["created"] = False  # refused before anything was stored
+    elif isinstance(err, NotFound):
+        body["error"] = "no such job"
+    headers = _BEARER if err.http_status == 401 else ()
+    return err.http_status, body, headers
 
 
 class App:
@@ -249,10 +237,6 @@ class App:
             status, body, headers = await self._handlers[action](scope, receive, request_id, job_id)
         except _ClientGone:
             return
-        except _BodyTooLarge:
-            status, body, headers = 413, {"error": "request body too large"}, ()
-        except _BadBody:
-            status, body, headers = 400, {"error": "request body is not JSON"}, ()
         except TokenServiceError as err:
             status, body, headers = _error_body(err)
         except Exception as err:  # noqa: BLE001 (answered 500 and logged by type, see below)

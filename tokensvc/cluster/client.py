@@ -2,10 +2,10 @@
 
 Every call mints a fresh token from the local daemon (one token, one request:
 the server remembers token ids) and maps the server's answer back onto the
-error tree, so the CLI exits with the documented code: 401 → TokenRejected
-(10, or the specific post-auth code), 403 → PolicyDenied (7, every reason),
-404 → NotFound (9), 409 → Replayed (14), 422 → InvalidRequest (2),
-503 → PolicyUnavailable (8), unreachable → ServerUnavailable (8).
+error table: the ``code`` of every error body names the class (and so the
+exit code: expired 11, replayed 14, denied 7 with every reason, ...). An
+answer whose code this version does not know, or whose status does not match
+its code, and an unreachable server are ServerUnavailable (8).
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ from typing import Any, Final
 
 import requests
 
-from tokensvc.cluster.jobs import InvalidRequest, JobRequest, is_job_name
+from tokensvc.cluster.jobs import JobRequest, is_job_name
 from tokensvc.core.errors import (
+    InvalidRequest,
+    InvalidToken,
     NotFound,
     PolicyDenied,
-    PolicyUnavailable,
-    Replayed,
     ServerUnavailable,
-    TokenRejected,
+    SubmitFailed,
+    TokenServiceError,
+    error_for_code,
 )
 
 DEFAULT_TIMEOUT: Final = 30.0
@@ -107,23 +109,25 @@ def _checked(job_id: str) -> str:
 
 
 def _raise_for(status: int, doc: dict[str, Any]) -> None:
+    """Raise the error the server's ``code`` names, so the CLI exits with its documented code."""
     if status in (200, 201):
         return
     message = str(doc.get("error", f"HTTP {status}"))
-    reasons = [str(r) for r in doc.get("reasons", []) if isinstance(r, str)]
-    if status == 401:
-        raise TokenRejected(message)
-    if status == 403:
-        raise PolicyDenied(reasons or [message])
-    if status == 404:
-        raise NotFound(message)
-    if status == 409:
-        raise Replayed(message)
-    if status in (400, 413, 422):
-        raise InvalidRequest(reasons or [message])
-    if status == 503:
-        raise PolicyUnavailable(message)
-    raise ServerUnavailable(f"server error (HTTP {status}): {message}")
+    reasons = [r for r in doc.get("reasons", []) if isinstance(r, str)] or [message]
+    cls = error_for_code(doc.get("code"))
+    if cls is None or cls is TokenServiceError or cls.http_status != status:
+        raise ServerUnavailable(f"server error (HTTP {status}): {message}")
+    if issubclass(cls, PolicyDenied):
+        decision_id = doc.get("decision_id")
+        raise cls(reasons, decision_id if isinstance(decision_id, str) else None)
+    if issubclass(cls, InvalidRequest):
+        raise cls(reasons)
+    if issubclass(cls, InvalidToken):
+        raise cls
+    if issubclass(cls, SubmitFailed):
+        created = doc.get("created")
+        raise cls(message, created=created if isinstance(created, bool) else None)
+    raise cls(message)
 
 
 __all__ = ["JobClient"]

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from tokensvc.core.errors import TokenServiceError
+from tokensvc.core.errors import InvalidRequest
 
 MAX_BODY_BYTES: Final = 64 * 1024
 MAX_COMMAND_ARGS: Final = 256
@@ -39,16 +39,6 @@ _JOB_NAME_RE: Final = re.compile(r"wsc-job-[0-9a-f]{32}")
 
 Mode = Literal["ro", "rw"]
 _JOB_FIELDS: Final = {"project", "image", "command", "mounts", "resources", "priority"}
-
-
-class InvalidRequest(TokenServiceError, ValueError):
-    """A request body that does not match the schema; ``reasons`` lists every problem."""
-
-    exit_code = 2
-
-    def __init__(self, reasons: list[str]) -> None:
-        self.reasons = tuple(reasons)
-        super().__init__("; ".join(self.reasons))
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,14 +39,6 @@ _T = TypeVar("_T")
 _LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 
 
-class Denied(PolicyDenied):
-    """Policy denied the request; carries OPA's decision id for the audit trail."""
-
-    def __init__(self, reasons: tuple[str, ...], decision_id: str | None) -> None:
-        super().__init__(reasons or ("denied by policy",))
-        self.decision_id = decision_id
-
-
 class Metrics:
     """Prometheus metrics of one server (its own registry, so tests can build many)."""
 
@@ -281,7 +273,7 @@ class AdmissionService:
         request_id: str,
         job: str | None,
     ) -> tuple[DecisionResult, dict[str, Any]]:
-        """Ask OPA; raise Denied or PolicyUnavailable (audited) unless allowed.
+        """Ask OPA; raise PolicyDenied or PolicyUnavailable (audited) unless allowed.
 
         Returns the decision and its audit line, which the caller writes in its
         next blocking step, before it acts on the decision.
@@ -316,7 +308,7 @@ class AdmissionService:
         self.metrics.decision_results[action, "allow" if decision.allow else "deny"].inc()
         if not decision.allow:
             await self.blocking(self._audit, audit)
-            raise Denied(decision.reasons, result.decision_id)
+            raise PolicyDenied(decision.reasons, result.decision_id)
         return result, audit
 
     # --- actions --------------------------------------------------------------------
@@ -422,7 +414,6 @@ __all__ = [
     "AUDIT_LOGGER",
     "Acted",
     "AdmissionService",
-    "Denied",
     "Listed",
     "Metrics",
     "Submitted",

@@ -36,7 +36,7 @@ from tokensvc.cluster.launcher import (
     LABEL_TOKEN_ID,
     MANAGED_BY,
 )
-from tokensvc.core.errors import NotFound, Replayed, TokenServiceError
+from tokensvc.core.errors import NotFound, Replayed, SubmitFailed, TokenServiceError
 
 MAX_MANIFEST_BYTES: Final = 256 * 1024
 # libyaml when PyYAML was built with it (the wheels are): ~8x faster to read.
@@ -124,17 +124,6 @@ class JobExists(Replayed):
     def __init__(self, name: str) -> None:
         self.name = name
         TokenServiceError.__init__(self, f"job {name} already exists (token already used)")
-
-
-class SubmitFailed(TokenServiceError):
-    """The backend (API server or spool directory) failed; no job was created."""
-
-    exit_code = 8
-
-    def __init__(self, message: str, *, status: int | None = None, uncertain: bool = False) -> None:
-        super().__init__(message)
-        self.status = status  # the API server's HTTP status, None if it never answered
-        self.uncertain = uncertain  # the job may exist after all (could not be cleaned up)
 
 
 class Submitter(Protocol):
@@ -426,7 +415,7 @@ class KubernetesSubmitter:
             if ambiguous and not self._status_known(record.name):
                 raise SubmitFailed(
                     f"Kubernetes API create failed and job {record.name} may exist",
-                    uncertain=True,
+                    created=None,
                 ) from err
             raise
         return record
