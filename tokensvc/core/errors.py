@@ -18,8 +18,6 @@ docs/api.md and docs/operations.md print this table; a test holds them equal.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 EXIT_OK = 0
 EXIT_USAGE = 2  # argparse's own code for bad command lines
 
@@ -27,9 +25,9 @@ EXIT_USAGE = 2  # argparse's own code for bad command lines
 class TokenServiceError(Exception):
     """Root of every error tokensvc raises on purpose."""
 
-    exit_code: ClassVar[int] = 1
-    http_status: ClassVar[int] = 500
-    code: ClassVar[str] = "internal"
+    exit_code: int = 1
+    http_status: int = 500
+    code: str = "internal"
 
 
 # --- configuration and keys (local only: never an HTTP answer) ---------------------------
