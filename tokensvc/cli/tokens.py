@@ -38,17 +38,20 @@ def _token_options(p: argparse.ArgumentParser) -> None:
 def token_main(argv: list[str]) -> int:
     """``tokensvc token [--ttl S] [--socket PATH] [--timeout S]``, parsed on its own.
 
-    The socket is ``--socket``, else ``$TOKENSVC_SOCKET``, else the settings
-    file's (read only then); errors propagate to :func:`tokensvc.cli.main`.
+    The settings are loaded (and so checked) as for every command; the
+    socket is ``--socket``, else the settings' ``socket``. Errors propagate to
+    :func:`tokensvc.cli.main`.
     """
-    from tokensvc.usernode.client import default_socket, mint  # noqa: PLC0415
+    from tokensvc.core.config import load_settings  # noqa: PLC0415
+    from tokensvc.usernode.client import mint  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(
         prog="tokensvc token", description="Print a token for the calling user."
     )
     _token_options(parser)
     args = parser.parse_args(argv)
-    print(mint(args.ttl, args.socket or default_socket(), timeout=args.timeout))
+    settings = load_settings()
+    print(mint(args.ttl, args.socket or settings.socket, timeout=args.timeout))
     return 0
 
 
