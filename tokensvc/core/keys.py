@@ -7,10 +7,11 @@ a token sealed with it can still be authenticated and then rejected with
 ``KeyRetired`` rather than the opaque ``InvalidToken``).
 
 Pure part: ``Key``, ``KeyRing`` (parse/serialize, state changes return a new
-ring). I/O edge: ``KeyRing.load`` (MUNGE-style permission checks on the file
-and every parent directory) and the ``*_key`` / ``generate_keyring`` helpers
-behind ``tokensvc keygen`` and ``tokensvc keys ...``. The file format is in
-docs/token-format.md ("Key ring file").
+ring). I/O edge: ``KeyRing.load`` (the permission checks of
+:mod:`tokensvc.core.keyfile` on the file and every parent directory) and
+the ``*_key`` / ``generate_keyring`` helpers behind ``tokensvc keygen``
+and ``tokensvc keys ...``. The file format is in docs/token-format.md
+("Key ring file").
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ import logging
 import os
 import re
 import secrets
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal, TypedDict
 
-from tokensvc.core.errors import InsecureKeyFile, KeyFileError
+from tokensvc.core import keyfile
+from tokensvc.core.errors import KeyFileError
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +236,11 @@ class KeyRing:
         group-readable, never group-writable: how Kubernetes hands a non-root
         pod a Secret (``fsGroup`` makes the file 0440 root:fsGroup).
         """
-        data, _ = _read_secure(
-            os.fspath(path), allow_insecure=allow_insecure, trusted_gid=trusted_gid
+        data, _ = keyfile.read_secure(
+            os.fspath(path),
+            max_size=MAX_RING_FILE_SIZE,
+            allow_insecure=allow_insecure,
+            trusted_gid=trusted_gid,
         )
         return cls.parse(data, source=os.fspath(path))
 
@@ -257,151 +261,6 @@ def _parse_key_line(line: str, where: str) -> Key:
     return Key(key_id, bytes.fromhex(secret), state, int(created))
 
 
-# --- permission checks (MUNGE's, see munged/path.c) ----------------------------
-
-
-def _perms(mode: int) -> str:
-    return f"{stat.S_IMODE(mode):04o}"
-
-
-def _owners(euid: int) -> str:
-    return "must be owned by root" if euid == 0 else f"must be owned by root or uid {euid}"
-
-
-def _file_problems(
-    path: str, st: os.stat_result, euid: int, trusted_gid: int | None = None
-) -> list[str]:
-    problems = []
-    if st.st_uid not in (euid, 0):
-        problems.append(f"key ring {path} is insecure: owned by uid {st.st_uid}, {_owners(euid)}")
-    group_bits = stat.S_IRGRP | stat.S_IWGRP
-    if trusted_gid is not None and st.st_gid == trusted_gid:
-        group_bits = stat.S_IWGRP  # the trusted group may read, never write
-    if st.st_mode & group_bits:
-        problems.append(
-            f"key ring {path} is insecure: readable or writable by group "
-            f"(perms={_perms(st.st_mode)})"
-        )
-    if st.st_mode & (stat.S_IROTH | stat.S_IWOTH):
-        problems.append(
-            f"key ring {path} is insecure: readable or writable by others "
-            f"(perms={_perms(st.st_mode)})"
-        )
-    return problems
-
-
-def _parent_problems(path: str, euid: int) -> list[str]:
-    """Problems with every directory from the file's parent up to /.
-
-    Paths are made absolute lexically; that equals the kernel's view because
-    any symlinked component is itself refused.
-    """
-    problems = []
-    directory = os.path.dirname(os.path.abspath(path))
-    while True:
-        try:
-            st = os.lstat(directory)
-        except OSError as err:
-            raise KeyFileError(f"cannot inspect directory {directory}: {err.strerror}") from None
-        where = f"directory {directory} (holding key ring {path})"
-        if stat.S_ISLNK(st.st_mode):
-            problems.append(f"{where} is insecure: it is a symlink; use the real path")
-        elif not stat.S_ISDIR(st.st_mode):
-            problems.append(f"{where} is not a directory")
-        else:
-            if st.st_uid not in (euid, 0):
-                problems.append(f"{where} is insecure: owned by uid {st.st_uid}, {_owners(euid)}")
-            sticky = bool(st.st_mode & stat.S_ISVTX)
-            if st.st_mode & stat.S_IWGRP and not sticky:
-                problems.append(
-                    f"{where} is insecure: writable by group without the sticky bit "
-                    f"(perms={_perms(st.st_mode)})"
-                )
-            if st.st_mode & stat.S_IWOTH and not sticky:
-                problems.append(
-                    f"{where} is insecure: writable by others without the sticky bit "
-                    f"(perms={_perms(st.st_mode)})"
-                )
-        parent = os.path.dirname(directory)
-        if parent == directory:
-            return problems
-        directory = parent
-
-
-def _refuse_or_warn(problems: list[str], *, allow_insecure: bool) -> None:
-    if not problems:
-        return
-    if not allow_insecure:
-        raise InsecureKeyFile(problems[0])
-    for problem in problems:
-        log.warning("INSECURE KEY RING ACCEPTED (allow_insecure override): %s", problem)
-
-
-def _read_secure(
-    path: str, *, allow_insecure: bool, trusted_gid: int | None = None
-) -> tuple[bytes, os.stat_result]:
-    """Check and read a key ring; returns its bytes and the stat of what was read."""
-    euid = os.geteuid()
-    _refuse_or_warn(_parent_problems(path, euid), allow_insecure=allow_insecure)
-    try:
-        lst = os.lstat(path)
-    except FileNotFoundError:
-        raise KeyFileError(f"key ring {path} does not exist") from None
-    except OSError as err:
-        raise KeyFileError(f"cannot inspect key ring {path}: {err.strerror}") from None
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO must not hang us
-    if stat.S_ISLNK(lst.st_mode):
-        _refuse_or_warn(
-            [f"key ring {path} is insecure: it is a symlink"], allow_insecure=allow_insecure
-        )
-    else:
-        flags |= os.O_NOFOLLOW
-    try:
-        fd = os.open(path, flags)
-    except OSError as err:
-        raise KeyFileError(f"cannot open key ring {path}: {err.strerror}") from None
-    try:
-        # Judge the file actually opened (fstat), not the name: no swap in between.
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InsecureKeyFile(f"key ring {path} is not a regular file")
-        _refuse_or_warn(_file_problems(path, st, euid, trusted_gid), allow_insecure=allow_insecure)
-        chunks = []
-        size = 0
-        while size <= MAX_RING_FILE_SIZE:
-            chunk = os.read(fd, MAX_RING_FILE_SIZE + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as err:
-        raise KeyFileError(f"cannot read key ring {path}: {err.strerror}") from None
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
-    if len(data) > MAX_RING_FILE_SIZE:
-        raise KeyFileError(f"key ring {path} is larger than {MAX_RING_FILE_SIZE} bytes")
-    return data, st
-
-
-# --- writing ring files ---------------------------------------------------------
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    os.fsync(fd)
-
-
 def generate_keyring(
     path: str | os.PathLike[str], *, now: float | None = None, allow_insecure: bool = False
 ) -> KeyRing:
@@ -412,7 +271,9 @@ def generate_keyring(
     must pass the same checks as when loading.
     """
     target = os.fspath(path)
-    _refuse_or_warn(_parent_problems(target, os.geteuid()), allow_insecure=allow_insecure)
+    keyfile.refuse_or_warn(
+        keyfile.parent_problems(target, os.geteuid()), allow_insecure=allow_insecure
+    )
     ring = KeyRing((new_key("active", now=now),))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
@@ -423,13 +284,13 @@ def generate_keyring(
         raise KeyFileError(f"cannot create key ring {target}: {err.strerror}") from None
     try:
         os.fchmod(fd, 0o600)  # whatever the umask
-        _write_all(fd, ring.to_bytes())
+        keyfile.write_all(fd, ring.to_bytes())
     except OSError as err:
         os.close(fd)
         os.unlink(target)
         raise KeyFileError(f"cannot write key ring {target}: {err.strerror}") from None
     os.close(fd)
-    _fsync_dir(os.path.dirname(os.path.abspath(target)))
+    keyfile.fsync_dir(os.path.dirname(os.path.abspath(target)))
     return ring
 
 
@@ -465,7 +326,9 @@ def update_keyring(
 def _update_locked(
     target: str, directory: str, change: Callable[[KeyRing], KeyRing], *, allow_insecure: bool
 ) -> KeyRing:
-    data, st = _read_secure(target, allow_insecure=allow_insecure)
+    data, st = keyfile.read_secure(
+        target, max_size=MAX_RING_FILE_SIZE, allow_insecure=allow_insecure
+    )
     ring = change(KeyRing.parse(data, source=target))
     temp = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(8)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -475,7 +338,7 @@ def _update_locked(
             os.fchmod(fd, 0o600)
             if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
                 os.fchown(fd, st.st_uid, st.st_gid)
-            _write_all(fd, ring.to_bytes())
+            keyfile.write_all(fd, ring.to_bytes())
         finally:
             os.close(fd)
         os.rename(temp, target)
@@ -483,7 +346,7 @@ def _update_locked(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise KeyFileError(f"cannot replace key ring {target}: {err.strerror}") from None
-    _fsync_dir(directory)
+    keyfile.fsync_dir(directory)
     return ring
 
 
