@@ -32,7 +32,7 @@ def check_claims(
     A token is valid for ``issued_at - skew <= now < expires_at + skew``, and
     only if its lifetime is at most ``max_ttl``.
     """
-    # Messages name no claim value (invariant 7: logs carry no decrypted claims
+    # Messages name no claim value (they reach logs, which carry no decrypted claims
     # beyond uid/gid/groups); the key id is public, it is in the header.
     if key.state == "retired":
         raise KeyRetired(f"token sealed with retired key {key.key_id}")
