@@ -46,6 +46,11 @@ def _check_text(name: str, value: object, *, allow_empty: bool) -> None:
         raise ValueError(f"{name} must not contain control characters")
 
 
+def is_token_id(value: object) -> bool:
+    """True for a token id as claims carry it: 32 lowercase hex digits (128 bits)."""
+    return isinstance(value, str) and _TOKEN_ID.fullmatch(value) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class Claims:
     """Who a token speaks for, where it was minted, and when it is valid."""
