@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tokensvc.cli import jobs, keys, policy, server, tokens  # noqa: PLC0415
+    from tokensvc.cli import jobs, keys, policy, revoke, server, tokens  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(
         prog="tokensvc",
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="settings file (default: $TOKENSVC_CONFIG or /etc/tokensvc/tokensvc.conf)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (keys, tokens, server, jobs, policy):
+    for group in (keys, tokens, server, jobs, policy, revoke):
         group.add_commands(sub)
     return parser
 
