@@ -51,6 +51,8 @@ def test_codes_are_stable() -> None:
         "WrongRealm": ("wrong_realm", 401, 13),
         "Replayed": ("replayed", 409, 14),
         "KeyRetired": ("key_retired", 401, 15),
+        "WrongRequest": ("wrong_request", 401, 16),
+        "KeyExpired": ("key_expired", 401, 17),
     }
 
 

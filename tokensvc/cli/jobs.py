@@ -1,7 +1,9 @@
 """``tokensvc submit|jobs|cancel|priority``: parsing and printing only.
 
 The user-node commands mint one fresh token per request through the local
-daemon (``usernode.client.mint``) and call the server at settings
+daemon (``usernode.client.mint``), bound to that request where it has a
+digest (submit: the parsed request's ``to_input()``; cancel and priority:
+``core.digest.action_digest``), and call the server at settings
 ``server_url`` (``$TOKENSVC_SERVER_URL`` or ``--server``). A refusal prints
 every reason, one per line, and exits with the code of the server's error
 (the table in core.errors; docs/api.md).
@@ -29,13 +31,14 @@ def _mount(text: str) -> dict[str, str]:
     return {"path": path, "mode": mode}
 
 
-def _client(settings: Settings) -> Any:
+def _client(settings: Settings, *, bind: str | None = None) -> Any:
+    """A JobClient whose tokens are bound to ``bind`` (one client per request)."""
     from tokensvc.cluster.client import JobClient  # noqa: PLC0415
     from tokensvc.usernode.client import mint  # noqa: PLC0415
 
     return JobClient(
         settings.server_url,
-        lambda: mint(socket_path=settings.socket),
+        lambda: mint(socket_path=settings.socket, bind=bind),
         ca_file=settings.server_ca or None,
     )
 
@@ -75,10 +78,13 @@ def _cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     if args.priority is not None:
         body["priority"] = args.priority
     from tokensvc.cluster.jobs import parse_job_request  # noqa: PLC0415
+    from tokensvc.core.digest import request_digest  # noqa: PLC0415
 
     try:
         request = parse_job_request(body)  # report mistakes before minting a token
-        with _client(settings) as client:
+        # The server digests the request it parsed the same way: the token is
+        # good for this request only.
+        with _client(settings, bind=request_digest(request.to_input())) as client:
             done = client.submit(request)
     except PolicyDenied as err:
         return _print_denial(err)
@@ -117,8 +123,10 @@ def _cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    from tokensvc.core.digest import action_digest  # noqa: PLC0415
+
     try:
-        with _client(settings) as client:
+        with _client(settings, bind=action_digest("cancel", args.job_id)) as client:
             done = client.cancel(args.job_id)
     except PolicyDenied as err:
         return _print_denial(err)
@@ -127,8 +135,11 @@ def _cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_priority(args: argparse.Namespace, settings: Settings) -> int:
+    from tokensvc.core.digest import action_digest  # noqa: PLC0415
+
+    bind = action_digest("set_priority", args.job_id, priority=args.priority)
     try:
-        with _client(settings) as client:
+        with _client(settings, bind=bind) as client:
             done = client.set_priority(args.job_id, args.priority)
     except PolicyDenied as err:
         return _print_denial(err)

@@ -27,16 +27,28 @@ def _cmd_mintd(args: argparse.Namespace, settings: Settings) -> int:
     return mintd.run(settings)
 
 
+def _digest(text: str) -> str:
+    if len(text) != 64 or text.strip("0123456789abcdef"):
+        raise argparse.ArgumentTypeError("must be 64 lowercase hex digits (a request digest)")
+    return text
+
+
 def _token_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ttl", type=ttl, metavar="S", help="lifetime in seconds")
     p.add_argument("--socket", metavar="PATH", help="mint daemon socket")
     p.add_argument(
         "--timeout", type=seconds, default=5.0, metavar="S", help="give up after S seconds"
     )
+    p.add_argument(
+        "--bind",
+        type=_digest,
+        metavar="DIGEST",
+        help="bind the token to one request: its digest, 64 lowercase hex digits",
+    )
 
 
 def token_main(argv: list[str]) -> int:
-    """``tokensvc token [--ttl S] [--socket PATH] [--timeout S]``, parsed on its own.
+    """``tokensvc token [--ttl S] [--socket PATH] [--timeout S] [--bind DIGEST]``, parsed alone.
 
     The settings are loaded (and so checked) as for every command; the
     socket is ``--socket``, else the settings' ``socket``. Errors propagate to
@@ -51,14 +63,14 @@ def token_main(argv: list[str]) -> int:
     _token_options(parser)
     args = parser.parse_args(argv)
     settings = load_settings()
-    print(mint(args.ttl, args.socket or settings.socket, timeout=args.timeout))
+    print(mint(args.ttl, args.socket or settings.socket, timeout=args.timeout, bind=args.bind))
     return 0
 
 
 def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     from tokensvc.usernode.client import mint  # noqa: PLC0415
 
-    print(mint(args.ttl, settings.socket, timeout=args.timeout))
+    print(mint(args.ttl, settings.socket, timeout=args.timeout, bind=args.bind))
     return 0
 
 

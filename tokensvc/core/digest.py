@@ -6,6 +6,11 @@ whitespace (``","`` and ``":"`` separators), strings as UTF-8 rather than
 (refused with ValueError). The digest is SHA-256 over those bytes, as 64
 lowercase hex digits. docs/token-format.md defines the same form, so any
 language can compute it.
+
+What is digested: for a submit, the parsed request's OPA input document
+(``JobRequest.to_input()``); for an action on an existing job,
+:func:`action_document` — ``{"action": ..., "job": ...}`` plus the action's
+own body fields (``set_priority``: ``"priority"``).
 """
 
 from __future__ import annotations
@@ -43,4 +48,29 @@ def request_digest(doc: Any) -> str:
     return hashlib.sha256(canonical_json(doc)).hexdigest()
 
 
-__all__ = ["DIGEST_HEX_LEN", "canonical_json", "request_digest"]
+def action_document(action: str, job: str, /, **body: Any) -> dict[str, Any]:
+    """The document an action on job ``job`` is bound to.
+
+    ``{"action": action, "job": job}`` plus the fields of the action's JSON
+    body, if it has one (``set_priority``: ``priority=N``). The body may not
+    use the names ``action`` or ``job`` (ValueError).
+    """
+    if not isinstance(action, str) or not isinstance(job, str):
+        raise ValueError("action and job must be strings")
+    if "action" in body or "job" in body:
+        raise ValueError("an action's body cannot override 'action' or 'job'")
+    return {"action": action, "job": job, **body}
+
+
+def action_digest(action: str, job: str, /, **body: Any) -> str:
+    """``request_digest(action_document(action, job, **body))``."""
+    return request_digest(action_document(action, job, **body))
+
+
+__all__ = [
+    "DIGEST_HEX_LEN",
+    "action_digest",
+    "action_document",
+    "canonical_json",
+    "request_digest",
+]

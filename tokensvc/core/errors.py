@@ -240,6 +240,20 @@ class KeyRetired(TokenRejected):
     code = "key_retired"
 
 
+class WrongRequest(TokenRejected):
+    """The token is bound to another request, or unbound where a bound one is required."""
+
+    exit_code = 16
+    code = "wrong_request"
+
+
+class KeyExpired(TokenRejected):
+    """The token was sealed with a key outside its validity window (not-before/not-after)."""
+
+    exit_code = 17
+    code = "key_expired"
+
+
 def _table() -> dict[str, type[TokenServiceError]]:
     seen: dict[str, type[TokenServiceError]] = {}
     pending: list[type[TokenServiceError]] = [TokenServiceError]
@@ -271,6 +285,7 @@ __all__ = [
     "InsecureKeyFile",
     "InvalidRequest",
     "InvalidToken",
+    "KeyExpired",
     "KeyFileError",
     "KeyRetired",
     "MalformedBody",
@@ -287,6 +302,7 @@ __all__ = [
     "TokenServiceError",
     "UnsupportedMediaType",
     "WrongRealm",
+    "WrongRequest",
     "error_for_code",
     "error_table",
 ]

@@ -6,6 +6,11 @@ rotation until their tokens expire) and *retired* keys (the secret is kept so
 a token sealed with it can still be authenticated and then rejected with
 ``KeyRetired`` rather than the opaque ``InvalidToken``).
 
+Any key may also have a validity window, ``not_before`` ≤ t < ``not_after``
+(unix seconds, each optional). The daemon mints only with an active key
+inside its window; the server opens only with a key inside its window,
+widened by a grace period (``validate.check_claims``).
+
 Pure part: ``Key``, ``KeyRing`` (parse/serialize, state changes return a new
 ring). I/O edge: ``KeyRing.load`` (the permission checks of
 :mod:`tokensvc.core.keyfile` on the file and every parent directory) and
@@ -43,6 +48,8 @@ class KeyInfo(TypedDict):
     key_id: str
     state: KeyState
     created: int
+    not_before: int | None
+    not_after: int | None
 
 
 KEY_LEN = 32  # bytes: AES-256
@@ -54,6 +61,8 @@ RING_MAGIC = "tokensvc-keyring 1"
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 _SECRET = re.compile(r"[0-9a-f]{64}")
 _CREATED = re.compile(r"0|[1-9][0-9]{0,18}")
+_WINDOW_FIELDS = ("not-before", "not-after")  # optional, in this order, after the secret
+MAX_KEY_TIME = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -64,6 +73,8 @@ class Key:
     secret: bytes = field(repr=False)
     state: KeyState
     created: int = 0  # unix seconds, informational
+    not_before: int | None = None  # unix seconds: no token before this instant
+    not_after: int | None = None  # unix seconds: no token from this instant on
 
     def __post_init__(self) -> None:
         if not isinstance(self.key_id, str) or not _KEY_ID.fullmatch(self.key_id):
@@ -74,15 +85,37 @@ class Key:
             raise ValueError(f"state must be one of {', '.join(KEY_STATES)}")
         if type(self.created) is not int or self.created < 0:
             raise ValueError("created must be a non-negative integer")
+        for name in ("not_before", "not_after"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or not 0 <= value <= MAX_KEY_TIME):
+                raise ValueError(f"{name} must be None or an integer in 0..{MAX_KEY_TIME}")
+        if (
+            self.not_before is not None
+            and self.not_after is not None
+            and self.not_after <= self.not_before
+        ):
+            raise ValueError("not_after must be later than not_before")
 
     @property
     def key_id_bytes(self) -> bytes:
         """The key id as it appears in a token header."""
         return bytes.fromhex(self.key_id)
 
+    def in_window(self, now: float, grace: float = 0) -> bool:
+        """True if ``now`` is inside ``not_before - grace`` ≤ now < ``not_after + grace``."""
+        if self.not_before is not None and now < self.not_before - grace:
+            return False
+        return self.not_after is None or now < self.not_after + grace
+
     def describe(self) -> KeyInfo:
         """Everything about the key except its secret (for `tokensvc keys list`)."""
-        return {"key_id": self.key_id, "state": self.state, "created": self.created}
+        return {
+            "key_id": self.key_id,
+            "state": self.state,
+            "created": self.created,
+            "not_before": self.not_before,
+            "not_after": self.not_after,
+        }
 
 
 def new_key(state: KeyState = "active", *, now: float | None = None) -> Key:
@@ -109,8 +142,13 @@ class KeyRing:
 
     @property
     def active(self) -> Key:
-        """The key that mints."""
+        """The key that mints (when inside its window: see ``minting_key``)."""
         return next(k for k in self.keys if k.state == "active")
+
+    def minting_key(self, now: float) -> Key | None:
+        """The active key if ``now`` is inside its window, else None: nothing may mint."""
+        key = self.active
+        return key if key.in_window(now) else None
 
     def find(self, key_id: str) -> Key | None:
         """The key with this id, or None. Visits every key with a constant-time compare."""
@@ -137,13 +175,24 @@ class KeyRing:
 
     # --- state changes (pure: each returns a new ring) ------------------------
 
-    def with_new_key(self, state: KeyState = "accepted", *, now: float | None = None) -> KeyRing:
-        """Add a fresh key; ``state="active"`` makes it the active one (rotation)."""
+    def with_new_key(
+        self,
+        state: KeyState = "accepted",
+        *,
+        now: float | None = None,
+        not_before: int | None = None,
+        not_after: int | None = None,
+    ) -> KeyRing:
+        """Add a fresh key; ``state="active"`` makes it the active one (rotation).
+
+        ``not_before`` / ``not_after`` give it a validity window (KeyFileError
+        for an empty one).
+        """
         if len(self.keys) >= MAX_KEYS:
             raise KeyFileError(f"key ring already holds {MAX_KEYS} keys; remove retired ones")
-        key = new_key(state, now=now)
+        key = _windowed(new_key(state, now=now), not_before, not_after)
         while self.find(key.key_id) is not None:  # 2**-64 per key; cheap to rule out
-            key = new_key(state, now=now)
+            key = _windowed(new_key(state, now=now), not_before, not_after)
         old = self.keys
         if state == "active":
             old = tuple(replace(k, state="accepted") if k.state == "active" else k for k in old)
@@ -164,6 +213,12 @@ class KeyRing:
                 for k in self.keys
             )
         )
+
+    def with_window(self, key_id: str, *, not_before: int | None, not_after: int | None) -> KeyRing:
+        """Set (replace) the validity window of ``key_id``; None leaves that end open."""
+        target = self._require(key_id)
+        changed = _windowed(target, not_before, not_after)
+        return KeyRing(tuple(changed if k is target else k for k in self.keys))
 
     def with_retired(self, key_id: str) -> KeyRing:
         """Retire ``key_id``: its tokens authenticate, then fail with KeyRetired."""
@@ -188,7 +243,7 @@ class KeyRing:
             "# tokensvc key ring: SECRET, keep mode 0600 owned by root; copy to every node.",
             "# key_id state created secret",
         ]
-        lines += [f"{k.key_id} {k.state} {k.created} {k.secret.hex()}" for k in self.keys]
+        lines += [_key_line(k) for k in self.keys]
         return ("\n".join(lines) + "\n").encode("ascii")
 
     @classmethod
@@ -245,11 +300,47 @@ class KeyRing:
         return cls.parse(data, source=os.fspath(path))
 
 
+def _windowed(key: Key, not_before: int | None, not_after: int | None) -> Key:
+    try:
+        return replace(key, not_before=not_before, not_after=not_after)
+    except ValueError as err:
+        raise KeyFileError(f"key {key.key_id}: {err}") from None
+
+
+def _key_line(key: Key) -> str:
+    """One key's line; a key without a window is written exactly as before windows existed."""
+    line = f"{key.key_id} {key.state} {key.created} {key.secret.hex()}"
+    if key.not_before is not None:
+        line += f" not-before={key.not_before}"
+    if key.not_after is not None:
+        line += f" not-after={key.not_after}"
+    return line
+
+
+def _parse_window(fields: list[str], where: str) -> dict[str, int]:
+    """``not-before=T`` and/or ``not-after=T``, each at most once, in that order."""
+    window: dict[str, int] = {}
+    allowed = list(_WINDOW_FIELDS)
+    for item in fields:
+        name, sep, value = item.partition("=")
+        if not sep or name not in allowed:
+            raise KeyFileError(
+                f"{where}: after the secret only 'not-before=T' then 'not-after=T' may follow"
+            )
+        if not _CREATED.fullmatch(value) or int(value) > MAX_KEY_TIME:
+            raise KeyFileError(f"{where}: {name} must be a non-negative integer (unix seconds)")
+        allowed = allowed[allowed.index(name) + 1 :]
+        window[name.replace("-", "_")] = int(value)
+    return window
+
+
 def _parse_key_line(line: str, where: str) -> Key:
     fields = line.split(" ")
-    if len(fields) != 4:
-        raise KeyFileError(f"{where}: expected 'key_id state created secret'")
-    key_id, state, created, secret = fields
+    if not 4 <= len(fields) <= 4 + len(_WINDOW_FIELDS) or "" in fields:
+        raise KeyFileError(
+            f"{where}: expected 'key_id state created secret [not-before=T] [not-after=T]'"
+        )
+    key_id, state, created, secret = fields[:4]
     if not _KEY_ID.fullmatch(key_id):
         raise KeyFileError(f"{where}: key id must be 16 lowercase hex digits")
     if state not in KEY_STATES:
@@ -258,7 +349,11 @@ def _parse_key_line(line: str, where: str) -> Key:
         raise KeyFileError(f"{where}: created must be a non-negative integer")
     if not _SECRET.fullmatch(secret):
         raise KeyFileError(f"{where}: secret must be 64 lowercase hex digits")
-    return Key(key_id, bytes.fromhex(secret), state, int(created))
+    window = _parse_window(fields[4:], where)
+    try:
+        return Key(key_id, bytes.fromhex(secret), state, int(created), **window)
+    except ValueError as err:
+        raise KeyFileError(f"{where}: {err}") from None
 
 
 def generate_keyring(
@@ -351,13 +446,38 @@ def _update_locked(
 
 
 def add_key(
-    path: str | os.PathLike[str], *, now: float | None = None, allow_insecure: bool = False
+    path: str | os.PathLike[str],
+    *,
+    now: float | None = None,
+    not_before: int | None = None,
+    not_after: int | None = None,
+    allow_insecure: bool = False,
 ) -> Key:
-    """Add a new *accepted* key (distribute it everywhere, then ``activate_key``)."""
+    """Add a new *accepted* key (distribute it everywhere, then ``activate_key``),
+    optionally with a validity window."""
     ring = update_keyring(
-        path, lambda r: r.with_new_key("accepted", now=now), allow_insecure=allow_insecure
+        path,
+        lambda r: r.with_new_key("accepted", now=now, not_before=not_before, not_after=not_after),
+        allow_insecure=allow_insecure,
     )
     return ring.keys[-1]
+
+
+def set_key_window(
+    path: str | os.PathLike[str],
+    key_id: str,
+    *,
+    not_before: int | None,
+    not_after: int | None,
+    allow_insecure: bool = False,
+) -> Key:
+    """Replace the validity window of an existing key (None: that end open)."""
+    ring = update_keyring(
+        path,
+        lambda r: r.with_window(key_id, not_before=not_before, not_after=not_after),
+        allow_insecure=allow_insecure,
+    )
+    return ring._require(key_id)
 
 
 def rotate_key(
@@ -395,7 +515,7 @@ def remove_key(path: str | os.PathLike[str], key_id: str, *, allow_insecure: boo
 
 
 def list_keys(path: str | os.PathLike[str], *, allow_insecure: bool = False) -> list[KeyInfo]:
-    """Id, state and creation time of every key in the file; never the secrets."""
+    """Id, state, creation time and window of every key in the file; never the secrets."""
     return [k.describe() for k in KeyRing.load(path, allow_insecure=allow_insecure).keys]
 
 
@@ -418,5 +538,6 @@ __all__ = [
     "remove_key",
     "retire_key",
     "rotate_key",
+    "set_key_window",
     "update_keyring",
 ]
