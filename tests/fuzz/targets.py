@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Final
 
 from tokensvc.cluster.jobs import parse_job_request
@@ -42,8 +43,12 @@ _CLAIMS: Final = Claims(
     issued_at=1_700_000_000,
     expires_at=1_700_000_300,
 )
-SEED_TOKENS: Final = tuple(
-    Sealer(RING.active).seal_with_nonce(_CLAIMS, bytes([n]) * 12) for n in range(3)
+_BOUND: Final = replace(_CLAIMS, binding="ab" * 32)
+# Both formats still open: version 1 (unbound) and version 2 (unbound and bound).
+SEED_TOKENS: Final = (
+    *(Sealer(RING.active, version=1).seal_with_nonce(_CLAIMS, bytes([n]) * 12) for n in range(3)),
+    Sealer(RING.active).seal_with_nonce(_CLAIMS, bytes([7]) * 12),
+    Sealer(RING.active).seal_with_nonce(_BOUND, bytes([8]) * 12),
 )
 
 
@@ -53,16 +58,16 @@ def token_open(data: bytes) -> None:
         claims, _ = open_token(text, RING)
     except InvalidToken:
         return
-    if text not in SEED_TOKENS or claims != _CLAIMS:
+    if text not in SEED_TOKENS or claims not in (_CLAIMS, _BOUND):
         raise AssertionError(f"a token that was never sealed opened: {text!r}")
 
 
 def mint_request(data: bytes) -> None:
     try:
-        ttl = parse_request(data)
+        request = parse_request(data)
     except RequestError:
         return
-    if format_request(ttl) != data:
+    if format_request(request.ttl, request.bind) != data:
         raise AssertionError(f"request {data!r} accepted but spelled differently")
 
 
@@ -110,7 +115,13 @@ def seeds() -> dict[str, list[bytes]]:
     return {
         "token_open": [t.encode() for t in SEED_TOKENS]
         + [b"", b"AAAA", SEED_TOKENS[0][:-1].encode()],
-        "mint_request": [b"MINT1\n", b"MINT1 300\n", b"MINT2 1\n", b"MINT1 0\n"],
+        "mint_request": [
+            b"MINT1\n",
+            b"MINT1 300\n",
+            b"MINT2 60 " + b"a" * 64 + b"\n",
+            b"MINT2 " + b"0" * 64 + b"\n",
+            b"MINT1 0\n",
+        ],
         "mint_reply": [b"OK " + SEED_TOKENS[0].encode() + b"\n", b"ERR ttl too long\n"],
         "job_request": [json.dumps(job).encode(), json.dumps({**job, "command": ["🚀"]}).encode()],
     }

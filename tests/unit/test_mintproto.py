@@ -50,9 +50,12 @@ def test_valid_bound_requests(data: bytes, ttl: int | None, bind: str) -> None:
     assert format_request(ttl, bind) == data
 
 
-@pytest.mark.parametrize(("data", "ttl"), [(b"MINT2\n", None), (b"MINT2 300\n", 300)])
-def test_mint2_without_a_digest_is_unbound(data: bytes, ttl: int | None) -> None:
-    assert parse_request(data) == MintRequest(ttl, None)
+@pytest.mark.parametrize("data", [b"MINT2\n", b"MINT2 300\n"])
+def test_mint2_always_carries_a_digest(data: bytes) -> None:
+    # Unbound is spelled MINT1 only: one spelling per request.
+    with pytest.raises(RequestError) as err:
+        parse_request(data)
+    assert err.value.code == "malformed"
 
 
 def test_the_longest_request_is_the_maximum() -> None:
@@ -153,8 +156,6 @@ def test_format_request_rejects_bad_binding(bind: object) -> None:
 def test_every_prefix_and_extension_of_a_bound_request_is_refused() -> None:
     good = format_request(300, D)
     for n in range(len(good)):
-        if good[:n] in (b"MINT2\n",):
-            continue
         with pytest.raises(RequestError):
             parse_request(good[:n])
     for extra in (b"\n", b" ", b"0", b"\x00"):

@@ -40,10 +40,11 @@ MAX_REQUEST = len(BOUND_TAG) + 1 + MAX_TTL_DIGITS + 1 + DIGEST_HEX_LEN + 1  # 77
 MAX_REPLY = 512 * 1024  # a token with 65536 groups is ~350 KiB of text
 
 # Each alternative is anchored by fullmatch; a digest (64 hex) can never be
-# mistaken for a ttl (at most 5 digits).
+# mistaken for a ttl (at most 5 digits). MINT1 is unbound, MINT2 always
+# carries a digest: every request has exactly one spelling.
 _REQUEST = re.compile(
     rb"MINT1(?: (?P<ttl1>[1-9][0-9]{0,4}))?\n"
-    rb"|MINT2(?: (?P<ttl2>[1-9][0-9]{0,4}))?(?: (?P<digest>[0-9a-f]{64}))?\n"
+    rb"|MINT2(?: (?P<ttl2>[1-9][0-9]{0,4}))? (?P<digest>[0-9a-f]{64})\n"
 )
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _OTHER_VERSION = re.compile(rb"MINT(?![12][ \n])[0-9]{1,3}[ \n]")
@@ -89,7 +90,7 @@ def parse_request(data: bytes) -> MintRequest:
             "version", "unsupported protocol version; this daemon speaks MINT1 and MINT2"
         )
     raise RequestError(
-        "malformed", "expected 'MINT1 [ttl]' or 'MINT2 [ttl] [digest]' and a newline"
+        "malformed", "expected 'MINT1 [ttl]' or 'MINT2 [ttl] digest' and a newline"
     )
 
 
