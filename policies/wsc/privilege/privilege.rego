@@ -5,50 +5,38 @@
 #   and groups (the kernel's view on the user node); data.wsc.groups, keyed by
 #   gid, only says which level a member gets: the group's default_level, or the
 #   level listed for the member's uid under users (which may raise or lower it).
-#   Every lookup is by key, never a scan of all groups: data.wsc.groups and
-#   data.wsc.levels are read whole once per decision and probed with the
-#   token's gids (never iterated, never passed to a function: either would
-#   touch every group).
+#   Every lookup is by key, never a scan of all groups.
 package wsc.privilege
 
 # METADATA
 # description: |
-#   {group name: level} for the groups with keys gid_keys (gids as decimal
-#   strings, as data.wsc.groups is keyed) that the user with key uid_key is
-#   in. A gid data.wsc.groups does not list, and a group whose level
-#   data.wsc.levels does not define, give nothing.
-levels(gid_keys, uid_key) := {group.name: level |
-	some key in gid_keys
-	group := groups[key]
-	level := object.get(group, user_level, group.default_level)
-	_ = defined[level]
+#   The membership that the group with key gid_key (a gid as a decimal
+#   string, as data.wsc.groups is keyed) gives the user with key uid_key:
+#   {gid, group (its name), level, level_from: "user" when users lists the
+#   uid, else "default", group_limits: the group's own numbers for that level,
+#   {} when it sets none}. Undefined for a gid data.wsc.groups does not list,
+#   and for a level data.wsc.levels does not define.
+membership(gid_key, uid_key) := {
+	"gid": to_number(gid_key),
+	"group": group.name,
+	"level": assigned.level,
+	"level_from": assigned.from,
+	"group_limits": object.get(group, ["limits", assigned.level], {}),
 } if {
-	groups := data.wsc.groups
-	defined := data.wsc.levels
-	user_level := array.concat(["users"], [uid_key]) # a value, not a literal re-plugged per group
+	group := data.wsc.groups[gid_key]
+	assigned := _assigned_level(group, uid_key)
+	data.wsc.levels[assigned.level]
 }
 
 # METADATA
 # description: |
-#   The key (gid as a decimal string) of the group called name among
-#   gid_keys. Undefined when none of them is called name.
-key_of(gid_keys, name) := key if {
-	groups := data.wsc.groups
-	some key in gid_keys
-	name = groups[key].name
-}
+#   What a membership (from membership()) allows in its group: the level's
+#   definition in data.wsc.levels with the group's own limits laid over it.
+#   Limits hold only numbers (data.wsc.datacheck), so a level's booleans
+#   (submit, view_others, act_on_others) hold in every group.
+rights(m) := object.union(data.wsc.levels[m.level], m.group_limits)
 
-# METADATA
-# description: |
-#   [gid key, rights] of the caller's group called name (among gid_keys) in
-#   which the caller holds level (from levels()): rights is what the level
-#   allows there, data.wsc.levels[level] with the group's own limits for that
-#   level laid over it. Limits hold only the numbers (data.wsc.datacheck), so
-#   a level's booleans (submit, view_others, act_on_others) need no group.
-group(gid_keys, name, level) := [key, object.union(defined[level], limits)] if {
-	groups := data.wsc.groups
-	defined := data.wsc.levels
-	some key in gid_keys
-	name = groups[key].name
-	limits := object.get(groups[key], ["limits", level], {})
-}
+# The level group gives the user with key uid_key, and where it comes from.
+_assigned_level(group, uid_key) := {"level": level, "from": "user"} if {
+	level := group.users[uid_key]
+} else := {"level": group.default_level, "from": "default"}
