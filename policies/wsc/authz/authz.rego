@@ -94,6 +94,10 @@ privileges := {name: m.level | some name, m in _membership} if _valid_identity
 
 # --- list --------------------------------------------------------------------------
 
+# The positive rule of each action (here list; submit.rego, jobs.rego): what
+# permits it. allow also needs an empty deny.
+default _permitted := false
+
 # Any valid identity may list jobs; the server shows its own and those of the
 # projects in visible_projects.
 _permitted if input.action == "list"
@@ -138,11 +142,15 @@ _identity_denials contains msg if {
 
 _groups_ok if {
 	is_array(input.identity.groups)
-	count(input.identity.groups) <= max_identity_groups
+	not _too_many_identity_groups
 	every g in input.identity.groups {
 		_is_id(g)
 	}
 }
+
+default _too_many_identity_groups := false
+
+_too_many_identity_groups if count(input.identity.groups) > max_identity_groups
 
 # An identity may act when nothing is wrong with it.
 _valid_identity if count(_identity_denials) == 0

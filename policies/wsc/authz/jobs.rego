@@ -98,7 +98,7 @@ _job_denials contains msg if {
 
 _job_denials contains msg if {
 	input.action == "set_priority"
-	_priority > _job_rights.max_priority
+	_priority_over(_job_rights)
 	msg := sprintf(
 		"project %q: priority %v exceeds the ceiling %v of level %q",
 		[input.request.job.project, _priority, _job_rights.max_priority, _job_membership.level],

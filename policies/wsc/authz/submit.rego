@@ -178,7 +178,7 @@ _submit_denials contains "request.resources.systems: must be an integer >= 1" if
 
 _submit_denials contains msg if {
 	_may_submit
-	_systems > _project_rights.max_systems
+	_too_many_systems
 	msg := sprintf(
 		"project %q: %v systems requested, level %q allows at most %v",
 		[_project.group, _systems, _project.level, _project_rights.max_systems],
@@ -192,7 +192,7 @@ _submit_denials contains "request.priority: must be an integer >= 0" if {
 
 _submit_denials contains msg if {
 	_may_submit
-	_priority > _project_rights.max_priority
+	_priority_over(_project_rights)
 	msg := sprintf(
 		"project %q: priority %v exceeds the ceiling %v of level %q",
 		[_project.group, _priority, _project_rights.max_priority, _project.level],
@@ -213,18 +213,35 @@ _submit_denials contains sprintf("mount %q: requested more than once", [path]) i
 }
 
 _submit_denials contains msg if {
-	n := count(_supplemental_groups)
-	n > max_supplemental_groups
+	_too_many_supplemental_groups
 	msg := sprintf(
 		"job needs %d supplementary groups (project + mounts); NFS AUTH_SYS carries at most %d",
-		[n, max_supplemental_groups],
+		[count(_supplemental_groups), max_supplemental_groups],
 	)
 }
 
+# --- limits (each read by its denial and by the explanation) -------------------------
+
+default _too_many_systems := false
+
+_too_many_systems if _systems > _project_rights.max_systems
+
+# Whether the priority exceeds the ceiling of rights (the project's on submit,
+# the job project's on set_priority).
+_priority_over(rights) if _priority > rights.max_priority
+
+default _too_many_mounts := false
+
+_too_many_mounts if count(_request_mounts) > max_mounts
+
 _mount_list_ok if {
 	is_array(_request_mounts)
-	count(_request_mounts) <= max_mounts
+	not _too_many_mounts
 }
+
+default _too_many_supplemental_groups := false
+
+_too_many_supplemental_groups if count(_supplemental_groups) > max_supplemental_groups
 
 _positive(n) if {
 	_is_id(n)
