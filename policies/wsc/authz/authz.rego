@@ -158,14 +158,18 @@ _valid_identity if count(_identity_denials) == 0
 # The token's gid and supplementary groups.
 _member_gids := {input.identity.gid} | {g | some g in input.identity.groups}
 
-# The caller's membership (privilege.membership) in each known group its
+# The token's uid as data.wsc.groups keys users; undefined when it is not a number.
+_uid_key := format_int(input.identity.uid, 10)
+
+_caller_has_uid if _uid_key
+
+# The caller's membership (privilege.memberships) in each known group its
 # token lists, by group name. Computed for any token whose ids are numbers,
 # so that the project and job denials name the same problems beside the
 # identity's own; for an oversized token, from the lowest gids only (it is
 # denied anyway, and its denial stays bounded work).
-_membership[m.group] := m if {
-	uid_key := format_int(input.identity.uid, 10)
+default _membership := {}
+
+_membership := privilege.memberships(array.slice(gid_keys, 0, max_identity_groups + 1), _uid_key) if {
 	gid_keys := [format_int(g, 10) | some g in _member_gids]
-	some gid_key in array.slice(gid_keys, 0, max_identity_groups + 1)
-	m := privilege.membership(gid_key, uid_key)
 }

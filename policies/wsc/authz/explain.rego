@@ -42,7 +42,7 @@ _valid_identity_flag if _valid_identity
 
 _membership_by_gid[m.gid] := m if some m in _membership
 
-_explain_membership(m) := object.union(m, {"rights": privilege.rights(m)})
+_explain_membership(m) := object.union(m, {"group_limits": privilege.group_limits(m), "rights": privilege.rights(m)})
 
 # --- submit ------------------------------------------------------------------------
 
@@ -200,7 +200,7 @@ _level_limit(field, m, value, exceeded) := {
 	"level": m.level,
 }
 
-_limit_source(m, field) := "group_limits" if field in object.keys(m.group_limits)
+_limit_source(m, field) := "group_limits" if field in object.keys(privilege.group_limits(m))
 
 else := "level"
 

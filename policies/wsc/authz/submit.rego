@@ -69,8 +69,12 @@ _mount_path[i] := paths.normalise(m.path) if {
 _mount_target[i] := storage.lookup(path) if some i, path in _mount_path
 
 # How the rule deciding each mount grants it (_grant), by index; undefined for
-# a mount no rule grants.
-_mount_grant[i] := _grant(target, _request_mounts[i].mode) if some i, target in _mount_target
+# a mount no rule grants, and for every mount of a caller whose uid is not a
+# number (owner rules match the uid, memberships need it).
+_mount_grant[i] := _grant(target, _request_mounts[i].mode) if {
+	_caller_has_uid
+	some i, target in _mount_target
+}
 
 # The mount the launcher applies for each granted request mount, by index.
 _granted_mount[i] := {

@@ -32,13 +32,12 @@ problem(p) := "is not a string" if not is_string(p)
 
 else := sprintf("is longer than %d bytes", [max_length]) if count(p) > max_length
 
-else := _charset_problem(p) if not regex.match(sprintf("^/[%s]*$", [charset]), p)
+else := _charset_problem(p) if not regex.match(_absolute_in_charset, p)
 
 else := sprintf("has more than %d components", [max_segments]) if strings.count(p, "/") > max_segments
 
 else := sprintf("has a component longer than %d bytes", [max_component_length]) if {
-	some part in split(p, "/")
-	count(part) > max_component_length
+	regex.match(_overlong_component, p)
 } else := "climbs above / with '..'" if {
 	".." in _names(p)
 	some depth in _depths(_names(p))
@@ -76,6 +75,12 @@ else := [substring(c, 0, end) | some end in _ends(c); end > count(a)]
 # Where each prefix of c that ends at a component boundary ends: before each
 # '/' (other than a leading one) and at the end of c.
 _ends(c) := array.concat([k | some k in indexof_n(c, "/"); k > 0], [count(c)])
+
+# An absolute path over charset; a run of more than max_component_length
+# characters without a '/'.
+_absolute_in_charset := sprintf("^/[%s]*$", [charset])
+
+_overlong_component := sprintf("[^/]{%d}", [max_component_length + 1])
 
 _charset_problem(p) := "contains non-ASCII characters (unicode look-alikes are refused)" if {
 	regex.match(`[^\x00-\x7f]`, p)

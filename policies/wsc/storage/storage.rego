@@ -21,25 +21,34 @@ import data.wsc.paths
 #   sub_path ("." covers everything, the export itself included), rule, that
 #   rule, and rule_path, its absolute path. The three rule fields are null
 #   when no rule covers sub_path.
-lookup(c) := object.union(
-	{"mount_path": mount_path, "export": export, "sub_path": sub_path},
-	_rule_fields(mount_path, rules, _longest([key | some key in candidates; rules[key]])),
-) if {
+lookup(c) := {
+	"mount_path": mount_path,
+	"export": export,
+	"sub_path": sub_path,
+	"rule_key": rule_key,
+	"rule": object.get(rules, [rule_key], null),
+	"rule_path": rule_path(mount_path, rule_key),
+} if {
 	exports := data.wsc.exports
-	mount_path := _longest([a | some a in paths.ancestors(c); exports[a]])
-	mount_path != null
+	mounts := [a | some a in paths.ancestors(c); exports[a]]
+	count(mounts) > 0
+	mount_path := mounts[count(mounts) - 1]
 	export := exports[mount_path]
 	sub_path := trim_prefix(trim_prefix(c, mount_path), "/")
 	rules := object.get(export, "rules", {})
-	candidates := array.concat(["."], paths.below("", sub_path))
+	rule_key := _longest([key | some key in array.concat(["."], paths.below("", sub_path)); rules[key]])
 }
 
 # METADATA
-# description: The absolute path of the rule with key key of the export mounted at mount_path.
+# description: |
+#   The absolute path of the rule with key key of the export mounted at
+#   mount_path; null for no rule (key null).
 # scope: document
+rule_path(_, null) := null
+
 rule_path(mount_path, ".") := mount_path
 
-rule_path(mount_path, key) := concat("/", [trim_suffix(mount_path, "/"), key]) if key != "."
+rule_path(mount_path, key) := concat("/", [trim_suffix(mount_path, "/"), key]) if not key in {".", null}
 
 # METADATA
 # description: Whether a rule granting mode granted allows mode wanted ("rw" implies "ro").
@@ -65,20 +74,11 @@ owner_grant(target, mode, who) := owner if {
 	split(_below_rule(target.rule_key, target.sub_path), "/")[0] == owner
 }
 
-# The last of candidates (ordered shortest first), the longest match; null when there is none.
+# The last of candidates (ordered shortest first), the longest match; null
+# when there is none.
 _longest([]) := null
 
 _longest(candidates) := candidates[count(candidates) - 1] if count(candidates) > 0
-
-_rule_fields(_, _, null) := {"rule_key": null, "rule": null, "rule_path": null}
-
-_rule_fields(mount_path, rules, key) := {
-	"rule_key": key,
-	"rule": rules[key],
-	"rule_path": rule_path(mount_path, key),
-} if {
-	key != null
-}
 
 # sub_path relative to the rule with key key; undefined for the rule's own path.
 _below_rule(".", sub_path) := sub_path if sub_path != ""
