@@ -20,7 +20,7 @@ def test_entries_are_added_sorted_and_replace_their_subject(tmp_path: Path) -> N
     revocations.add(path, Revocation("hosts", "login9", "compromised", 100, issued_before=90))
     revocations.add(path, Revocation("hosts", "login1", "compromised", 100, issued_before=90))
     revocations.add(path, Revocation("hosts", "login9", "again", 200, issued_before=190))
-    hosts = yaml.safe_load(path.read_text())["revocations"]["hosts"]
+    hosts = yaml.safe_load(path.read_text())["hosts"]
     assert hosts == [
         {"host": "login1", "issued_before": 90, "reason": "compromised", "revoked_at": 100},
         {"host": "login9", "issued_before": 190, "reason": "again", "revoked_at": 200},
@@ -51,7 +51,7 @@ def test_bad_entries_are_refused_and_nothing_is_written(
 
 def test_a_file_that_is_not_revocations_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "data.yaml"
-    path.write_text("revocations: [1, 2]\n")
+    path.write_text("[1, 2]\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         revocations.load(path)
 

@@ -3,13 +3,13 @@
 Revocations travel inside the signed policy bundle (every replica has them
 within one bundle poll, and nobody can add or remove one without the
 signing key), so they are decided by the policy, with a readable reason,
-like every other denial. The file is YAML under ``policies/data/wsc/revocations/``:
+like every other denial (policies/wsc/authz/revoked.rego). The file is
+``policies/data/wsc/revocations/data.yaml``, i.e. ``data.wsc.revocations``:
 
-    revocations:
-      token_ids: [{token_id: <32 hex>, reason: ..., revoked_at: <unix s>}]
-      uids:      [{uid: <int>, issued_before: <unix s>, reason: ..., revoked_at: ...}]
-      hosts:     [{host: <name>, issued_before: <unix s>, reason: ..., revoked_at: ...}]
-      key_ids:   [{key_id: <16 hex>, reason: ..., revoked_at: ...}]
+    token_ids: [{token_id: <32 hex>, reason: ..., revoked_at: <unix s>}]
+    uids:      [{uid: <int>, issued_before: <unix s>, reason: ..., revoked_at: ...}]
+    hosts:     [{host: <name>, issued_before: <unix s>, reason: ..., revoked_at: ...}]
+    key_ids:   [{key_id: <16 hex>, reason: ..., revoked_at: ...}]
 
 A token is revoked when its id is listed, when its uid or origin host is
 listed and it was issued before that entry's time, or when it was sealed
@@ -96,16 +96,13 @@ def load(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
         doc = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not YAML: {err}") from err
-    section = doc.get("revocations") if isinstance(doc, dict) else None
-    if section is None:
-        section = {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"{path}: revocations must be a mapping")
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: revocations must be a mapping of lists")
     out: dict[str, list[dict[str, Any]]] = {}
     for kind in KINDS:
-        entries = section.get(kind) or []
+        entries = doc.get(kind) or []
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise ConfigError(f"{path}: revocations.{kind} must be a list of mappings")
+            raise ConfigError(f"{path}: {kind} must be a list of mappings")
         out[kind] = entries
     return out
 
@@ -117,13 +114,14 @@ def add(path: str | os.PathLike[str], rev: Revocation) -> None:
     field = _SUBJECT[rev.kind]
     kept = [e for e in doc[rev.kind] if e.get(field) != rev.subject]
     doc[rev.kind] = sorted([*kept, rev.to_data()], key=lambda e: str(e.get(field)))
-    _write(Path(path), {"revocations": doc})
+    _write(Path(path), doc)
 
 
 def _write(path: Path, doc: dict[str, Any]) -> None:
     header = (
-        "# Revoked tokens, users, hosts and keys (tokensvc revoke ...; docs/operations.md).\n"
-        "# Shipped in the signed policy bundle; decided by policies/wsc/authz.\n"
+        "# Revoked tokens, users, hosts and keys -> data.wsc.revocations (schema:\n"
+        "# docs/policy.md). Written by `tokensvc revoke ...` (docs/operations.md,\n"
+        '# "Incident playbook"); shipped in the signed policy bundle.\n'
     )
     text = header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
     path.parent.mkdir(parents=True, exist_ok=True)
