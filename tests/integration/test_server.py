@@ -31,7 +31,7 @@ from admission_stack import (
     spooled,
     stack_fixture,
 )
-from opa_fixture import OpaHandle, start_opa
+from support.opa import OpaHandle, start_opa
 
 from tokensvc.cluster.devstack import ADMIN, USER_A, USER_B, USER_C, Stack
 

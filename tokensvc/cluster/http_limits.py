@@ -100,7 +100,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._start_head_deadline()
-        if len(self.connections) > self.limits.connection_cap():
+        if len(self.connections) > self.limits.connection_cap():  # an O(n) scan, only when full
             self._shed_longest_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -115,7 +115,9 @@ class GuardedProtocol(HttpToolsProtocol):
         idle = [
             c
             for c in self.connections
-            if isinstance(c, GuardedProtocol) and not c._in_flight() and not c._refused
+            if isinstance(c, GuardedProtocol)
+            and not c._in_flight()
+            and not c.transport.is_closing()  # shed already, gone on the next loop turn
         ]
         if not idle:
             self.transport.close()  # every other connection is serving a request
