@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from toolpaths import tool
+from support.toolpaths import tool
 
 from tokensvc.cli import main
 from tokensvc.cluster.policy_tools import Change, compare

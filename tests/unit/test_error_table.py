@@ -41,6 +41,7 @@ def test_codes_are_stable() -> None:
         "MintRefused": ("mint_refused", 500, 6),
         "PolicyDenied": ("denied", 403, 7),
         "PolicyUnavailable": ("policy_unavailable", 503, 8),
+        "ServerBusy": ("busy", 503, 8),
         "ServerUnavailable": ("server_unavailable", 500, 8),
         "SubmitFailed": ("submit_failed", 503, 8),
         "NotFound": ("not_found", 404, 9),

@@ -163,6 +163,14 @@ class SubmitFailed(TokenServiceError):
         self.created = created
 
 
+class ServerBusy(TokenServiceError):
+    """More requests are in flight than the server serves at once; nothing was done."""
+
+    exit_code = 8
+    http_status = 503
+    code = "busy"
+
+
 class ServerUnavailable(TokenServiceError):
     """The cluster management server could not be reached or failed (client side)."""
 
@@ -296,6 +304,7 @@ __all__ = [
     "PolicyDenied",
     "PolicyUnavailable",
     "Replayed",
+    "ServerBusy",
     "ServerUnavailable",
     "SubmitFailed",
     "TokenRejected",

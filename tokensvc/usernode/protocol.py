@@ -89,9 +89,7 @@ def parse_request(data: bytes) -> MintRequest:
         raise RequestError(
             "version", "unsupported protocol version; this daemon speaks MINT1 and MINT2"
         )
-    raise RequestError(
-        "malformed", "expected 'MINT1 [ttl]' or 'MINT2 [ttl] digest' and a newline"
-    )
+    raise RequestError("malformed", "expected 'MINT1 [ttl]' or 'MINT2 [ttl] digest' and a newline")
 
 
 def format_request(ttl: int | None, bind: str | None = None) -> bytes:
