@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -162,8 +163,15 @@ def main() -> int:
         f"eval median {calib['eval_median_ns'] / 1000:.1f} us"
     )
     print()
-    if args.baseline:
-        print("| decision | groups = exports | us/decision | baseline us | ratio | allocs | baseline allocs |")
+    _report(results, policies, baseline=bool(args.baseline))
+    return 0
+
+
+def _report(results: dict[Any, Any], policies: Any, *, baseline: bool) -> None:
+    """The Markdown table, then each size ratio and, with a baseline, each budget ratio."""
+    if baseline:
+        print("| decision | groups = exports | us/decision | baseline us | ratio | allocs |"
+              " baseline allocs |")  # fmt: skip
         print("|---|---:|---:|---:|---:|---:|---:|")
     else:
         print("| decision | groups = exports | us/decision | eval median (us) | allocs |")
@@ -171,31 +179,34 @@ def main() -> int:
     for case in CASES:
         for n in SIZES:
             r = results["policy", n, case]
-            if args.baseline:
+            us = r["ns_per_op"] / 1000
+            if baseline:
                 b = results["baseline", n, case]
+                ratio = r["ns_per_op"] / b["ns_per_op"]
                 print(
-                    f"| {case} | {n:,} | {r['ns_per_op'] / 1000:.1f} | {b['ns_per_op'] / 1000:.1f} | "
-                    f"{r['ns_per_op'] / b['ns_per_op']:.2f}x | {r['allocs']:,.0f} | {b['allocs']:,.0f} |"
+                    f"| {case} | {n:,} | {us:.1f} | {b['ns_per_op'] / 1000:.1f} | "
+                    f"{ratio:.2f}x | {r['allocs']:,.0f} | {b['allocs']:,.0f} |"
                 )
             else:
-                print(
-                    f"| {case} | {n:,} | {r['ns_per_op'] / 1000:.1f} | "
-                    f"{r['eval_median_ns'] / 1000:.1f} | {r['allocs']:,.0f} |"
-                )
+                median = r["eval_median_ns"] / 1000
+                print(f"| {case} | {n:,} | {us:.1f} | {median:.1f} | {r['allocs']:,.0f} |")
     print()
     for label in policies:
         for case in CASES:
-            ratio = results[label, SIZES[-1], case]["ns_per_op"] / results[label, SIZES[0], case]["ns_per_op"]
+            ns = [results[label, size, case]["ns_per_op"] for size in (SIZES[-1], SIZES[0])]
+            ratio = ns[0] / ns[1]
             verdict = "ok" if ratio <= TARGET_RATIO else "OVER TARGET"
-            print(f"{label} {case}: largest/smallest {ratio:.2f}x (target <= {TARGET_RATIO:.0f}x): {verdict}")
-    if args.baseline:
+            target = f"target <= {TARGET_RATIO:.0f}x"
+            print(f"{label} {case}: largest/smallest {ratio:.2f}x ({target}): {verdict}")
+    if baseline:
         for case in CASES:
             worst = max(
-                results["policy", n, case]["ns_per_op"] / results["baseline", n, case]["ns_per_op"] for n in SIZES
+                results["policy", n, case]["ns_per_op"] / results["baseline", n, case]["ns_per_op"]
+                for n in SIZES
             )
             verdict = "ok" if worst <= BUDGET_RATIO else "OVER BUDGET"
-            print(f"{case}: policy/baseline at most {worst:.2f}x (budget <= {BUDGET_RATIO:.0f}x): {verdict}")
-    return 0
+            budget = f"budget <= {BUDGET_RATIO:.0f}x"
+            print(f"{case}: policy/baseline at most {worst:.2f}x ({budget}): {verdict}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import requests
 import yaml
 
 from tokensvc.cluster.devstack import ADMIN, USER_A, USER_B, USER_C, Stack, User, setpriv
+from tokensvc.cluster.jobs import parse_job_request
+from tokensvc.core.digest import request_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 BOLD, DIM, GREEN, RED, RESET = "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m"
@@ -122,7 +124,7 @@ class Scenarios:
         self.title("The ml-team admin raises A's job priority")
         self.show(self.cli(admin, "priority", job_id, "9"))
 
-        self.title("A replays one token twice: the second use is refused")
+        self.title("A replays one token, then uses it for another job: both are refused")
         self.replay(a)
 
         self.title("C (ml-team, vision, students) charges a job to each of its groups")
@@ -160,12 +162,15 @@ class Scenarios:
         return 0
 
     def replay(self, user: User) -> None:
-        token = self.cli(user, "token").stdout.strip()
         body = {"project": "ml-team", "image": "busybox:1.36", "command": ["true"]}
-        for attempt in ("first use", "replay"):
+        # Bound to this one request, as `tokensvc submit` binds its tokens.
+        digest = request_digest(parse_job_request(body).to_input())
+        token = self.cli(user, "token", "--bind", digest).stdout.strip()
+        other = {**body, "command": ["sh", "-c", "something else"]}
+        for attempt, sent in (("first use", body), ("replay", body), ("another job", other)):
             resp = requests.post(
                 f"{self.stack.server_url}/v1/jobs",
-                json=body,
+                json=sent,
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=10,
             )

@@ -40,18 +40,48 @@ INPUTS_KEY = "policy_compare_inputs"
 # --- random admin data --------------------------------------------------------------
 
 LEVELS = {
-    "viewer": {"submit": False, "view_others": True, "act_on_others": False,
-               "max_systems": 0, "max_priority": 0, "default_priority": 0},
-    "member": {"submit": True, "view_others": True, "act_on_others": False,
-               "max_systems": 4, "max_priority": 5, "default_priority": 3},
-    "admin": {"submit": True, "view_others": True, "act_on_others": True,
-              "max_systems": 16, "max_priority": 10, "default_priority": 5},
-    "guest": {"submit": False, "view_others": False, "act_on_others": False,
-              "max_systems": 0, "max_priority": 0, "default_priority": 0},
+    "viewer": {
+        "submit": False,
+        "view_others": True,
+        "act_on_others": False,
+        "max_systems": 0,
+        "max_priority": 0,
+        "default_priority": 0,
+    },
+    "member": {
+        "submit": True,
+        "view_others": True,
+        "act_on_others": False,
+        "max_systems": 4,
+        "max_priority": 5,
+        "default_priority": 3,
+    },
+    "admin": {
+        "submit": True,
+        "view_others": True,
+        "act_on_others": True,
+        "max_systems": 16,
+        "max_priority": 10,
+        "default_priority": 5,
+    },
+    "guest": {
+        "submit": False,
+        "view_others": False,
+        "act_on_others": False,
+        "max_systems": 0,
+        "max_priority": 0,
+        "default_priority": 0,
+    },
     # a default above its own ceiling: a submit naming no priority is denied
-    "lopsided": {"submit": True, "view_others": False, "act_on_others": False,
-                 "max_systems": 2, "max_priority": 2, "default_priority": 4},
-}  # fmt: skip
+    "lopsided": {
+        "submit": True,
+        "view_others": False,
+        "act_on_others": False,
+        "max_systems": 2,
+        "max_priority": 2,
+        "default_priority": 4,
+    },
+}
 UIDS = list(range(1001, 1011))
 GROUP_GIDS = list(range(2000, 2030))
 MANY_GIDS = list(range(3000, 3020))  # one small group per directory of /nfs/many
@@ -62,10 +92,14 @@ def gen_data(rng: random.Random, root_export: bool) -> dict[str, Any]:
     for gid in GROUP_GIDS:
         group: dict[str, Any] = {
             "name": f"g{gid}",
-            "default_level": rng.choice(["member", "member", "viewer", "admin", "guest", "lopsided"]),
+            "default_level": rng.choice(
+                ["member", "member", "viewer", "admin", "guest", "lopsided"]
+            ),
         }
         if rng.random() < 0.5:
-            group["users"] = {str(u): rng.choice(list(LEVELS)) for u in rng.sample(UIDS, rng.randint(1, 4))}
+            group["users"] = {
+                str(u): rng.choice(list(LEVELS)) for u in rng.sample(UIDS, rng.randint(1, 4))
+            }
         if rng.random() < 0.3:
             group["limits"] = {
                 rng.choice(["member", "admin"]): {
@@ -96,20 +130,48 @@ def gen_data(rng: random.Random, root_export: bool) -> dict[str, Any]:
             rules[rng.choice([".", "people", "a"])] = {
                 "owner": {"mode": rng.choice(["ro", "rw"]), "by": rng.choice(["uid", "user"])}
             }
-        exports[mount] = {"name": f"e{k}", "server": "nfs", "export": f"/srv/e{k}", "pvc": f"nfs-e{k}",
-                          "rules": rules}  # fmt: skip
+        exports[mount] = {
+            "name": f"e{k}",
+            "server": "nfs",
+            "export": f"/srv/e{k}",
+            "pvc": f"nfs-e{k}",
+            "rules": rules,
+        }
     exports["/nfs/e0/nested"] = {  # an export inside another: the longer mount path wins
-        "name": "nested", "server": "nfs", "export": "/srv/nested", "pvc": "nfs-nested",
+        "name": "nested",
+        "server": "nfs",
+        "export": "/srv/nested",
+        "pvc": "nfs-nested",
         "rules": {".": {"groups": grants()}, "x": {"groups": grants()}},
-    }  # fmt: skip
-    exports["/nfs/home"] = {"name": "home", "server": "nfs", "export": "/srv/home", "pvc": "nfs-home",
-                            "rules": {".": {"owner": {"mode": "rw", "by": "uid"}}}}  # fmt: skip
-    exports["/nfs/many"] = {"name": "many", "server": "nfs", "export": "/srv/many", "pvc": "nfs-many",
-                            "rules": {f"m{g}": {"groups": {f"m{g}": "ro"}} for g in MANY_GIDS}}  # fmt: skip
-    exports["/nfs/norules"] = {"name": "norules", "server": "nfs", "export": "/srv/n", "pvc": "nfs-n"}
+    }
+    exports["/nfs/home"] = {
+        "name": "home",
+        "server": "nfs",
+        "export": "/srv/home",
+        "pvc": "nfs-home",
+        "rules": {".": {"owner": {"mode": "rw", "by": "uid"}}},
+    }
+    exports["/nfs/many"] = {
+        "name": "many",
+        "server": "nfs",
+        "export": "/srv/many",
+        "pvc": "nfs-many",
+        "rules": {f"m{g}": {"groups": {f"m{g}": "ro"}} for g in MANY_GIDS},
+    }
+    exports["/nfs/norules"] = {
+        "name": "norules",
+        "server": "nfs",
+        "export": "/srv/n",
+        "pvc": "nfs-n",
+    }
     if root_export:
-        exports["/"] = {"name": "root", "server": "nfs", "export": "/srv", "pvc": "nfs-root",
-                        "rules": {".": {"groups": grants()}, "etc": {"groups": {}}}}  # fmt: skip
+        exports["/"] = {
+            "name": "root",
+            "server": "nfs",
+            "export": "/srv",
+            "pvc": "nfs-root",
+            "rules": {".": {"groups": grants()}, "etc": {"groups": {}}},
+        }
     return {"groups": groups, "levels": LEVELS, "exports": exports}
 
 
@@ -126,23 +188,31 @@ def gen_identity(rng: random.Random) -> Any:
     if rng.random() < 0.01:
         return rng.choice([None, "alice", {}])
     uid = pick_id(rng, UIDS)
-    ident: dict[str, Any] = {"uid": uid, "gid": pick_id(rng, UIDS), "user": f"u{uid}", "host": "login1"}
+    ident: dict[str, Any] = {
+        "uid": uid,
+        "gid": pick_id(rng, UIDS),
+        "user": f"u{uid}",
+        "host": "login1",
+    }
     r = rng.random()
     if r < 0.03:
-        ident["groups"] = rng.choice(["2001", None, {"a": 1}, [2001, "2002"], [2001, 0], [2001, -5]])
+        ident["groups"] = rng.choice(
+            ["2001", None, {"a": 1}, [2001, "2002"], [2001, 0], [2001, -5]]
+        )
     elif r < 0.04:
-        ident["groups"] = list(range(5000, 5000 + rng.choice([1023, 1024, 1025, 1100]))) + [2001, 2002]
+        many = rng.choice([1023, 1024, 1025, 1100])
+        ident["groups"] = [*range(5000, 5000 + many), 2001, 2002]
     elif r < 0.10:
         ident["groups"] = rng.sample(GROUP_GIDS, 2) + MANY_GIDS  # in every small group
     else:
-        ident["groups"] = rng.sample(GROUP_GIDS + [2099, 77777], rng.randint(0, 8))
+        ident["groups"] = rng.sample([*GROUP_GIDS, 2099, 77777], rng.randint(0, 8))
     for field in ("uid", "gid", "groups"):
         if rng.random() < 0.01:
             ident.pop(field, None)
     return ident
 
 
-def gen_path(rng: random.Random, data: dict[str, Any], ident: Any) -> Any:
+def gen_path(rng: random.Random, data: dict[str, Any], ident: Any) -> Any:  # noqa: PLR0912 - one branch per kind of path
     if rng.random() < 0.02:
         return rng.choice([7, None, ["/nfs/e1"], ""])
     mount = rng.choice(list(data["exports"]))
@@ -188,7 +258,10 @@ def gen_mount(rng: random.Random, data: dict[str, Any], ident: Any) -> Any:
     r = rng.random()
     if r < 0.01:
         return rng.choice(["/nfs/e1", 5, None])
-    mount: dict[str, Any] = {"path": gen_path(rng, data, ident), "mode": rng.choice(["ro", "ro", "rw"])}
+    mount: dict[str, Any] = {
+        "path": gen_path(rng, data, ident),
+        "mode": rng.choice(["ro", "ro", "rw"]),
+    }
     if r < 0.03:
         mount["mode"] = rng.choice(["rwx", None, "RO"])
     elif r < 0.04:
@@ -206,8 +279,13 @@ def gen_mounts(rng: random.Random, data: dict[str, Any], ident: Any) -> Any:
         n = rng.choice([14, 15, 16, 17, 19])
         mounts = [{"path": f"/nfs/many/m{g}", "mode": "ro"} for g in MANY_GIDS[:n]]
         if rng.random() < 0.3:
-            mounts += [{"path": f"/nfs/home/{ident.get('uid') if isinstance(ident, dict) else 1}/d{k}",
-                        "mode": "rw"} for k in range(rng.choice([10, 13, 16]))]  # fmt: skip
+            mounts += [
+                {
+                    "path": f"/nfs/home/{ident.get('uid') if isinstance(ident, dict) else 1}/d{k}",
+                    "mode": "rw",
+                }
+                for k in range(rng.choice([10, 13, 16]))
+            ]
         return mounts
     mounts = [gen_mount(rng, data, ident) for _ in range(rng.choice([0, 1, 1, 2, 3, 5]))]
     if mounts and rng.random() < 0.05:
@@ -287,13 +365,30 @@ def decisions(opa: str, policy: Path, data_dir: Path, inputs: list[Any], work: P
     inputs_file.write_text(json.dumps({INPUTS_KEY: inputs}))
     query = f"[d | some x in data.{INPUTS_KEY}; d := {QUERY} with input as x]"
     out = subprocess.run(
-        [opa, "eval", "--format", "json", "--ignore", "*_test.rego",
-         "--data", str(policy), "--data", str(data_dir), "--data", str(inputs_file), query],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            opa,
+            "eval",
+            "--format",
+            "json",
+            "--ignore",
+            "*_test.rego",
+            "--data",
+            str(policy),
+            "--data",
+            str(data_dir),
+            "--data",
+            str(inputs_file),
+            query,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     value = json.loads(out.stdout)["result"][0]["expressions"][0]["value"]
     if len(value) != len(inputs):
-        raise SystemExit(f"{policy}: {len(value)} decisions for {len(inputs)} inputs (one was undefined)")
+        raise SystemExit(
+            f"{policy}: {len(value)} decisions for {len(inputs)} inputs (one was undefined)"
+        )
     return value
 
 
@@ -306,8 +401,10 @@ def test_cases(opa: str, policy_root: Path) -> tuple[dict[str, Any], dict[str, A
     )
     out = subprocess.run(
         [opa, "eval", "--format", "json", "--ignore", "samples", "--data", str(policy_root), query],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     value = json.loads(out.stdout)["result"][0]["expressions"][0]["value"]
     return value.pop("cases"), value
 
@@ -325,21 +422,29 @@ def report(label: str, inputs: list[Any], old: list[Any], new: list[Any], shown:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--old", type=Path, required=True, help="Rego directory of the old policy (policies/wsc)")
-    parser.add_argument("--new", type=Path, default=ROOT / "policies" / "wsc", help="Rego directory of the new one")
+    parser.add_argument(
+        "--old", type=Path, required=True, help="Rego directory of the old policy (policies/wsc)"
+    )
+    parser.add_argument(
+        "--new", type=Path, default=ROOT / "policies" / "wsc", help="Rego directory of the new one"
+    )
     parser.add_argument("-n", type=int, default=5000, help="random inputs (default 5000)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--datasets", type=int, default=4, help="generated admin data sets the inputs spread over")
     parser.add_argument(
-        "--cases-from", type=Path, action="append",
+        "--datasets", type=int, default=4, help="generated admin data sets the inputs spread over"
+    )
+    parser.add_argument(
+        "--cases-from",
+        type=Path,
+        action="append",
         help="policy directory whose data.wsc.authz_test.cases to replay (repeatable; "
         "default: the parents of --old and --new)",
-    )  # fmt: skip
+    )
     parser.add_argument("--opa", default=str(ROOT / ".tools" / "bin" / "opa"))
     parser.add_argument("--show", type=int, default=5, help="mismatches printed in full per group")
     args = parser.parse_args()
 
-    rng = random.Random(args.seed)
+    rng = random.Random(args.seed)  # noqa: S311 - reproducible test inputs, not secrets
     mismatches = 0
     total = 0
     with tempfile.TemporaryDirectory(prefix="policy-compare-") as tmp:
@@ -360,7 +465,9 @@ def main() -> int:
         for root in args.cases_from or [args.old.parent, args.new.parent]:
             found, data = test_cases(args.opa, root)
             if fixture and data != fixture:
-                raise SystemExit(f"{root}: the tests' fixture data differs from the other directory's")
+                raise SystemExit(
+                    f"{root}: the tests' fixture data differs from the other directory's"
+                )
             fixture = data
             cases.update(found)
         data_dir = work / "cases"

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import requests
+from support.binding import submit_binding
 from support.toolpaths import tool
 
 from tokensvc.cluster.devstack import Stack, User, setpriv
@@ -115,8 +116,12 @@ def forge_token(
     realm: str | None = None,
     issued_ago: int = 0,
     ttl: int = 300,
+    body: Any = None,
 ) -> str:
-    """A token sealed with the stack's own key (the test runs as root and may read it)."""
+    """A token sealed with the stack's own key (the test runs as root and may read it).
+
+    With ``body``, the token is bound to submitting that job request.
+    """
     ring = KeyRing.load(stack.keyring)
     claims = new_claims(
         uid=user.uid,
@@ -127,6 +132,7 @@ def forge_token(
         realm=realm or stack.realm,
         ttl=ttl,
         now=time.time() - issued_ago,
+        binding=None if body is None else submit_binding(body),
     )
     return seal(claims, ring.active)
 

@@ -47,7 +47,7 @@ def call(
 
 
 def submit(server: AppServer, body: Mapping[str, Any] = JOB, **kwargs: Any) -> requests.Response:
-    return call(server, "POST", "/v1/jobs", server.token(USER_A), json=body, **kwargs)
+    return call(server, "POST", "/v1/jobs", server.token(USER_A, body=body), json=body, **kwargs)
 
 
 # --- success --------------------------------------------------------------------------
@@ -118,14 +118,46 @@ def test_authentic_but_unacceptable_tokens_say_why(server: AppServer) -> None:
 
 
 def test_replayed_token_is_409(server: AppServer) -> None:
-    token = server.token(USER_A)
+    token = server.token(USER_A, body=JOB)
     assert call(server, "POST", "/v1/jobs", token, json=JOB).status_code == 201
     again = call(server, "POST", "/v1/jobs", token, json=JOB)
     assert (again.status_code, again.json()["code"]) == (409, "replayed")
 
 
+def test_a_token_bound_to_another_request_or_unbound_is_401_wrong_request(
+    server: AppServer,
+) -> None:
+    other = {**JOB, "command": ["python", "other.py"]}
+    before = server.spooled()
+    for token in (server.token(USER_A, body=other), server.token(USER_A)):
+        resp = call(server, "POST", "/v1/jobs", token, json=JOB)
+        assert (resp.status_code, resp.json()["code"]) == (401, "wrong_request")
+        assert resp.headers["WWW-Authenticate"] == "Bearer"
+    assert server.spooled() == before
+    refusals = [e for e in server.audit_lines if e.get("event") == "auth_failed"]
+    assert [e["reason"] for e in refusals][-2:] == ["wrongrequest", "wrongrequest"]
+    # The token shown with the wrong body is not used up: with its own body it submits.
+    bound = server.token(USER_A, body=JOB)
+    assert call(server, "POST", "/v1/jobs", bound, json=other).status_code == 401
+    assert call(server, "POST", "/v1/jobs", bound, json=JOB).status_code == 201
+
+
+def test_decision_lines_carry_the_replayable_input(server: AppServer) -> None:
+    resp = call(server, "POST", "/v1/jobs", server.token(USER_A, body=JOB), json=JOB)
+    assert resp.status_code == 201
+    (line,) = [e for e in server.audit_lines if e.get("decision_id") == resp.json()["decision_id"]]
+    assert line["input"]["identity"] == {
+        "uid": USER_A.uid,
+        "gid": USER_A.gid,
+        "groups": list(USER_A.groups),
+    }
+    assert line["input"]["action"] == "submit"
+    assert line["input"]["request"]["project"] == JOB["project"]
+    assert "command" not in line["input"]["request"]  # may carry secrets; no policy reads it
+
+
 def test_denial_is_403_with_reasons_and_decision_id(server: AppServer) -> None:
-    resp = call(server, "POST", "/v1/jobs", server.token(USER_B), json=JOB)
+    resp = call(server, "POST", "/v1/jobs", server.token(USER_B, body=JOB), json=JOB)
     assert resp.status_code == 403
     body = resp.json()
     assert body["code"] == "denied" and body["error"] == "denied by policy"
@@ -145,9 +177,8 @@ def test_bodies_malformed_too_large_wrong_type_or_off_schema(server: AppServer) 
         )
         assert (resp.status_code, resp.json()["code"]) == (415, "unsupported_media_type")
     charset = {"Content-Type": "application/json; charset=utf-8"}
-    ok = call(
-        server, "POST", "/v1/jobs", server.token(USER_A), data=json.dumps(JOB), headers=charset
-    )
+    token = server.token(USER_A, body=JOB)
+    ok = call(server, "POST", "/v1/jobs", token, data=json.dumps(JOB), headers=charset)
     assert ok.status_code == 201
     off = submit(server, {**JOB, "uid": 0})
     assert (off.status_code, off.json()["code"]) == (422, "invalid_request")

@@ -94,6 +94,7 @@ def test_demo_runs_the_scenarios_and_stops_cleanly(
         "uid 0 (root) is never allowed",
         "first use: HTTP 201",
         "replay: HTTP 409 token already used",
+        "another job: HTTP 401 token is bound to another request",
         "stopped: every process ended",
     ]
     missing = [text for text in expected if text not in out]

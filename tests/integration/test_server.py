@@ -188,21 +188,21 @@ def test_expired_and_wrong_realm_tokens_get_401_after_authentication(stack: Stac
 
 
 def test_replayed_token_gets_409_replayed_and_creates_nothing(stack: Stack) -> None:
-    token = forge_token(stack, USER_A)
+    token = forge_token(stack, USER_A, body=job_body())
     first = http(stack, "POST", "/v1/jobs", token, json=job_body())
     assert first.status_code == 201
     before = spooled(stack)
     again = http(stack, "POST", "/v1/jobs", token, json=job_body())
     assert again.status_code == 409
     assert again.json()["code"] == "replayed"
-    # A token used for one call cannot be spent on another either.
+    # A token bound to one submit cannot be spent on another call either.
     other = http(stack, "GET", "/v1/jobs", token)
-    assert (other.status_code, other.json()["code"]) == (409, "replayed")
+    assert (other.status_code, other.json()["code"]) == (401, "wrong_request")
     assert spooled(stack) == before
 
 
 def test_replay_after_restart_collides_with_409(stack: Stack) -> None:
-    token = forge_token(stack, USER_A)
+    token = forge_token(stack, USER_A, body=job_body())
     assert http(stack, "POST", "/v1/jobs", token, json=job_body()).status_code == 201
     before = spooled(stack)
     stack.stop_process("server")  # the replay cache is gone with the process
@@ -239,13 +239,8 @@ def test_policy_denial_lists_every_reason(stack: Stack) -> None:
     assert any("vision" in r for r in reasons)
     assert any("/etc/shadow" in r for r in reasons)
     assert any("students" in r for r in reasons)
-    resp = http(
-        stack,
-        "POST",
-        "/v1/jobs",
-        forge_token(stack, USER_A),
-        json={**job_body("vision"), "mounts": [{"path": "/etc/shadow", "mode": "ro"}]},
-    )
+    body = {**job_body("vision"), "mounts": [{"path": "/etc/shadow", "mode": "ro"}]}
+    resp = http(stack, "POST", "/v1/jobs", forge_token(stack, USER_A, body=body), json=body)
     assert resp.status_code == 403
     body = resp.json()
     assert len(body["reasons"]) >= 2 and body["decision_id"]
@@ -255,7 +250,9 @@ def test_root_never_launches(stack: Stack) -> None:
     from tokensvc.cluster.devstack import User  # noqa: PLC0415
 
     root = User("root", 0, 0, (0,), "root")
-    resp = http(stack, "POST", "/v1/jobs", forge_token(stack, root), json=job_body())
+    resp = http(
+        stack, "POST", "/v1/jobs", forge_token(stack, root, body=job_body()), json=job_body()
+    )
     assert resp.status_code == 403
 
 
@@ -275,7 +272,7 @@ def test_request_bodies_are_bounded_and_strict(stack: Stack) -> None:
     resp = http(stack, "POST", "/v1/jobs", forge_token(stack, USER_A), data=b"{}")
     assert (resp.status_code, resp.json()["code"]) == (415, "unsupported_media_type")
     big = {**job_body(), "command": ["x" * 4000] * 40}
-    resp = http(stack, "POST", "/v1/jobs", forge_token(stack, USER_A), json=big)
+    resp = http(stack, "POST", "/v1/jobs", forge_token(stack, USER_A, body=big), json=big)
     assert resp.status_code == 413
 
 
@@ -322,7 +319,7 @@ def test_sigterm_finishes_cleanly_with_exit_0(stack: Stack) -> None:
 
 
 def test_audit_has_one_line_per_decision_and_no_token(stack: Stack) -> None:
-    token = forge_token(stack, USER_A)
+    token = forge_token(stack, USER_A, body=job_body())
     resp = http(stack, "POST", "/v1/jobs", token, json=job_body())
     assert resp.status_code == 201
     decision_id = resp.json()["decision_id"]
@@ -342,12 +339,24 @@ def test_opa_stopped_mid_run_gets_503_and_no_pod(tmp_path: Path) -> None:
     own_opa = start_opa(tmp_path)  # this test kills it: not the module's OPA
     try:
         for stack in stack_fixture(external_opa=own_opa.url):
-            ok = http(stack, "POST", "/v1/jobs", forge_token(stack, USER_A), json=job_body())
+            ok = http(
+                stack,
+                "POST",
+                "/v1/jobs",
+                forge_token(stack, USER_A, body=job_body()),
+                json=job_body(),
+            )
             assert ok.status_code == 201
             before = spooled(stack)
             own_opa.process.terminate()
             own_opa.process.wait(10)
-            resp = http(stack, "POST", "/v1/jobs", forge_token(stack, USER_A), json=job_body())
+            resp = http(
+                stack,
+                "POST",
+                "/v1/jobs",
+                forge_token(stack, USER_A, body=job_body()),
+                json=job_body(),
+            )
             assert resp.status_code == 503
             assert resp.json()["created"] is False
             run = run_as(stack, USER_A, "submit", "--project", "ml-team", "--image", "b", "--", "x")
@@ -375,7 +384,9 @@ def test_not_ready_until_the_signed_bundle_is_active(tmp_path: Path) -> None:
         stack.start_server(ready=False)
         assert http(stack, "GET", "/healthz").status_code == 200
         assert http(stack, "GET", "/readyz").status_code == 503
-        resp = http(stack, "POST", "/v1/jobs", forge_token(stack, USER_A), json=job_body())
+        resp = http(
+            stack, "POST", "/v1/jobs", forge_token(stack, USER_A, body=job_body()), json=job_body()
+        )
         assert resp.status_code == 503  # undefined decision: no bundle, no allow
         assert "undefined" in resp.json()["error"]
         assert spooled(stack) == []
@@ -392,7 +403,7 @@ def test_submitter_failure_leaves_no_half_state_and_tells_the_client(stack: Stac
     hidden = stack.spool.with_name("spool.away")
     stack.spool.rename(hidden)
     try:
-        token = forge_token(stack, USER_A)
+        token = forge_token(stack, USER_A, body=job_body())
         resp = http(stack, "POST", "/v1/jobs", token, json=job_body())
         assert resp.status_code == 503
         assert "no job was created" in resp.json()["error"]

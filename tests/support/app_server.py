@@ -25,6 +25,7 @@ from typing import Any
 
 import uvicorn
 
+from support.binding import submit_binding
 from tokensvc.cluster.app import create_app
 from tokensvc.cluster.devstack import User
 from tokensvc.cluster.http_limits import ServerLimits, guarded_protocol
@@ -70,8 +71,16 @@ class AppServer:
 
     # --- tokens ---------------------------------------------------------------------
 
-    def token(self, user: User, *, realm: str = REALM, issued_ago: int = 0, ttl: int = 300) -> str:
-        """A fresh token for ``user``, sealed with the server's key."""
+    def token(
+        self,
+        user: User,
+        *,
+        realm: str = REALM,
+        issued_ago: int = 0,
+        ttl: int = 300,
+        body: Any = None,
+    ) -> str:
+        """A fresh token for ``user``, sealed with the server's key (bound to ``body`` if given)."""
         claims = new_claims(
             uid=user.uid,
             gid=user.gid,
@@ -81,6 +90,7 @@ class AppServer:
             realm=realm,
             ttl=ttl,
             now=time.time() - issued_ago,
+            binding=None if body is None else submit_binding(body),
         )
         return seal(claims, self.ring.active)
 

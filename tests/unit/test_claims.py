@@ -127,7 +127,7 @@ def test_configurable_max_ttl() -> None:
     assert claims.ttl == 7200
 
 
-def test_identity_for_opa_has_no_times() -> None:
+def test_identity_for_opa_has_the_issue_time_but_not_the_expiry() -> None:
     identity = Claims(**claim_fields()).to_identity()
     assert identity == {
         "uid": 1001,
@@ -137,6 +137,7 @@ def test_identity_for_opa_has_no_times() -> None:
         "host": "un1",
         "realm": "wsc",
         "token_id": "00112233445566778899aabbccddeeff",
+        "issued_at": claim_fields()["issued_at"],
     }
 
 

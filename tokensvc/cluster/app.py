@@ -45,13 +45,12 @@ from tokensvc.cluster.jobs import (
 )
 from tokensvc.cluster.opa import ACTIONS, OpaClient
 from tokensvc.cluster.openapi import OPENAPI
-from tokensvc.cluster.service import Acted, AdmissionService, Submitted
+from tokensvc.cluster.service import Acted, AdmissionService, Caller, Submitted
 from tokensvc.cluster.submitters import (
     KubernetesSubmitter,
     SpoolSubmitter,
     Submitter,
 )
-from tokensvc.core.claims import Claims
 from tokensvc.core.config import Settings
 from tokensvc.core.errors import (
     BodyTooLarge,
@@ -257,7 +256,7 @@ class JobApi:
 
         return call
 
-    async def _caller(self, request: Request, request_id: str) -> Claims:
+    async def _caller(self, request: Request, request_id: str) -> Caller:
         return await self.service.authenticate(_bearer(request), request_id=request_id)
 
     async def _body(self, request: Request) -> object:
@@ -403,6 +402,8 @@ def build_service(settings: Settings) -> AdmissionService:
         submitter=submitter,
         namespace=server.namespace,
         threads=server.threads,
+        allow_unbound_submit=server.allow_unbound_submit,
+        allow_unbound_actions=server.allow_unbound_actions,
     )
 
 

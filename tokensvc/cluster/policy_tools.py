@@ -27,14 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from tokensvc.cluster.audit import loggable_input
 from tokensvc.core.errors import ConfigError, PolicyUnavailable
 
 DECISION_QUERY: Final = "data.wsc.authz.decision"
 EXPLANATION_QUERY: Final = "data.wsc.authz.explanation"
 _REPLAY_ROOT: Final = "tokensvc_replay"  # where the inputs go in the evaluation's data
 _PRIVILEGE_RANK: Final = {"viewer": 1, "member": 2, "admin": 3}
-# What of an identity the audit log keeps, and so what a replay can see.
-REPLAYED_IDENTITY_FIELDS: Final = ("uid", "gid", "groups")
 EVAL_TIMEOUT: Final = 600.0
 
 Outcome = Literal["widened", "narrowed", "reasons", "same"]
@@ -153,10 +152,8 @@ def read_decisions(lines: Iterable[str]) -> Iterator[RecordedDecision]:
 
 
 def replay_input(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """An OPA input as the audit log keeps it: the identity reduced to uid, gid, groups."""
-    identity = doc.get("identity") or {}
-    kept = {k: identity[k] for k in REPLAYED_IDENTITY_FIELDS if k in identity}
-    return {**doc, "identity": kept}
+    """An OPA input as the audit log keeps it (what a replay can see)."""
+    return loggable_input(doc)
 
 
 # --- comparing outcomes --------------------------------------------------------------------

@@ -22,19 +22,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tokensvc.cluster.audit import audit_line
+from tokensvc.cluster.audit import audit_line, loggable_input
 from tokensvc.cluster.jobs import JobRecord, JobRequest, job_name
 from tokensvc.cluster.launcher import LaunchRefused, build_manifest
 from tokensvc.cluster.metrics import Metrics
 from tokensvc.cluster.opa import Action, DecisionResult, OpaClient, OpaUnavailable
 from tokensvc.cluster.submitters import SubmitFailed, Submitter
 from tokensvc.core.claims import Claims
+from tokensvc.core.digest import action_digest, request_digest
 from tokensvc.core.errors import (
     InvalidToken,
     NotFound,
     PolicyDenied,
     PolicyUnavailable,
     TokenRejected,
+    TokenServiceError,
 )
 from tokensvc.core.validate import TokenValidator
 
@@ -57,6 +59,18 @@ class Acted:
 
     job: JobRecord
     decision_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated token: its claims and the id of the key that sealed it."""
+
+    claims: Claims
+    key_id: str
+
+    def identity(self) -> dict[str, Any]:
+        """The ``identity`` of the OPA input: the claims, and the key (revocations by key)."""
+        return {**self.claims.to_identity(), "key_id": self.key_id}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +107,8 @@ class AdmissionService:
         audit: Callable[[Mapping[str, Any]], None] = audit_line,
         clock: Callable[[], float] = time.time,
         threads: int = 64,
+        allow_unbound_submit: bool = False,
+        allow_unbound_actions: bool = True,
     ) -> None:
         if threads < 1:
             raise ValueError("the service needs at least one worker thread")
@@ -103,6 +119,8 @@ class AdmissionService:
         self.metrics = metrics or Metrics()
         self._audit = audit
         self._clock = clock
+        self.allow_unbound_submit = allow_unbound_submit
+        self.allow_unbound_actions = allow_unbound_actions
         # At most ``threads`` blocking calls at once; more wait in the executor's queue.
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokensvc")
 
@@ -124,30 +142,52 @@ class AdmissionService:
 
     # --- steps ----------------------------------------------------------------------
 
-    async def authenticate(self, token: str | None, *, request_id: str = "") -> Claims:
-        """Claims of a genuine, current, unused token; InvalidToken or TokenRejected otherwise.
+    async def authenticate(self, token: str | None, *, request_id: str = "") -> Caller:
+        """The caller behind a genuine, current token; InvalidToken or TokenRejected otherwise.
 
         ``None`` stands for a request without a usable bearer token; it is
-        refused and audited like a forged one. Each refusal is audited by its
+        refused and audited like a forged one. The token is not used up yet:
+        each action checks its binding and records its use (:meth:`_consume`)
+        once the request it is for is known. Each refusal is audited by its
         kind only: never the token, and for an unauthenticated token nothing
         from inside it.
         """
         try:
             if token is None:
                 raise InvalidToken
-            # Pure CPU on the loop: the in-memory replay cache never blocks. A
-            # shared (networked) replay store would have to move to a thread.
-            return self.validator.validate(token, now=self._clock())
+            claims, key = self.validator.authenticate(token, now=self._clock())
         except (InvalidToken, TokenRejected) as err:
-            reason = "invalid" if isinstance(err, InvalidToken) else type(err).__name__.lower()
-            self.metrics.auth_failures.labels(reason).inc()
-            line = {"event": "auth_failed", "request_id": request_id, "reason": reason}
-            await self.blocking(self._audit, line)
+            await self._refused(err, request_id)
             raise
+        return Caller(claims=claims, key_id=key.key_id)
+
+    async def _consume(
+        self, caller: Caller, digest: str, *, unbound_allowed: bool, request_id: str
+    ) -> None:
+        """The token may serve the request with this digest, and only once (audited if not).
+
+        Pure CPU on the loop: the in-memory replay cache never blocks.
+        """
+        try:
+            self.validator.consume(
+                caller.claims,
+                now=self._clock(),
+                request_digest=digest,
+                unbound_allowed=unbound_allowed,
+            )
+        except TokenRejected as err:
+            await self._refused(err, request_id)
+            raise
+
+    async def _refused(self, err: TokenServiceError, request_id: str) -> None:
+        reason = "invalid" if isinstance(err, InvalidToken) else type(err).__name__.lower()
+        self.metrics.auth_failures.labels(reason).inc()
+        line = {"event": "auth_failed", "request_id": request_id, "reason": reason}
+        await self.blocking(self._audit, line)
 
     async def _decide(
         self,
-        claims: Claims,
+        caller: Caller,
         action: Action,
         request: dict[str, Any],
         *,
@@ -159,7 +199,8 @@ class AdmissionService:
         Returns the decision and its audit line, which the caller writes in its
         next blocking step, before it acts on the decision.
         """
-        doc = {"identity": claims.to_identity(), "action": action, "request": request}
+        claims = caller.claims
+        doc = {"identity": caller.identity(), "action": action, "request": request}
         audit: dict[str, Any] = {
             "event": "decision",
             "request_id": request_id,
@@ -171,6 +212,7 @@ class AdmissionService:
             "allow": False,
             "reasons": [],
             "job": job,
+            "input": loggable_input(doc),
         }
         started = time.perf_counter()
         try:
@@ -196,7 +238,7 @@ class AdmissionService:
 
     async def submit(
         self,
-        claims: Claims,
+        caller: Caller,
         request: JobRequest,
         *,
         request_id: str,
@@ -209,9 +251,16 @@ class AdmissionService:
         says whether that worked (``created`` False) or is unknown (None): a
         failed submit never leaves a pod behind.
         """
+        claims = caller.claims
         name = job_name(claims.token_id)
+        await self._consume(
+            caller,
+            request_digest(request.to_input()),
+            unbound_allowed=self.allow_unbound_submit,
+            request_id=request_id,
+        )
         result, decided = await self._decide(
-            claims, "submit", request.to_input(), request_id=request_id, job=name
+            caller, "submit", request.to_input(), request_id=request_id, job=name
         )
         try:
             # The manifest dict directly (equal to pod_manifest(build_pod(...)), tested):
@@ -286,38 +335,45 @@ class AdmissionService:
 
     async def _job_action(
         self,
-        claims: Claims,
+        caller: Caller,
         action: Action,
         name: str,
         *,
         request_id: str,
         extra: dict[str, Any] | None = None,
     ) -> tuple[JobRecord, DecisionResult, dict[str, Any]]:
+        body = extra or {}
+        await self._consume(
+            caller,
+            action_digest(action, name, **body),
+            unbound_allowed=self.allow_unbound_actions,
+            request_id=request_id,
+        )
         # Owner and project come from the stored pod, never from the client.
         job = await self.blocking(self.submitter.get, name)
-        request = {"job": job.to_input(), **(extra or {})}
+        request = {"job": job.to_input(), **body}
         result, decided = await self._decide(
-            claims, action, request, request_id=request_id, job=name
+            caller, action, request, request_id=request_id, job=name
         )
         return job, result, decided
 
-    async def get(self, claims: Claims, name: str, *, request_id: str) -> Acted:
-        job, result, decided = await self._job_action(claims, "get", name, request_id=request_id)
+    async def get(self, caller: Caller, name: str, *, request_id: str) -> Acted:
+        job, result, decided = await self._job_action(caller, "get", name, request_id=request_id)
         await self.blocking(self._audit, decided)
         return Acted(job=job, decision_id=result.decision_id)
 
     async def cancel(
-        self, claims: Claims, name: str, *, request_id: str, answer: Callable[[Acted], _R]
+        self, caller: Caller, name: str, *, request_id: str, answer: Callable[[Acted], _R]
     ) -> _R:
         """Delete the job; ``answer`` (the job as it was) is built before anything changes."""
-        job, result, decided = await self._job_action(claims, "cancel", name, request_id=request_id)
+        job, result, decided = await self._job_action(caller, "cancel", name, request_id=request_id)
         answered = answer(Acted(job=job, decision_id=result.decision_id))
         await self.blocking(self._audited, decided, self.submitter.delete, name)
         return answered
 
     async def set_priority(
         self,
-        claims: Claims,
+        caller: Caller,
         name: str,
         priority: int,
         *,
@@ -326,7 +382,7 @@ class AdmissionService:
     ) -> _R:
         """Store the decided priority; ``answer`` is built before anything changes."""
         job, result, decided = await self._job_action(
-            claims, "set_priority", name, request_id=request_id, extra={"priority": priority}
+            caller, "set_priority", name, request_id=request_id, extra={"priority": priority}
         )
         decided_priority = result.decision.priority
         new = priority if decided_priority is None else decided_priority
@@ -336,8 +392,15 @@ class AdmissionService:
         await self.blocking(self._audited, decided, self.submitter.set_priority, name, new)
         return answered
 
-    async def list(self, claims: Claims, *, request_id: str) -> Listed:
-        result, decided = await self._decide(claims, "list", {}, request_id=request_id, job=None)
+    async def list(self, caller: Caller, *, request_id: str) -> Listed:
+        await self._consume(
+            caller,
+            action_digest("list", ""),
+            unbound_allowed=self.allow_unbound_actions,
+            request_id=request_id,
+        )
+        claims = caller.claims
+        result, decided = await self._decide(caller, "list", {}, request_id=request_id, job=None)
         visible = set(result.decision.visible_projects)
         everything = await self.blocking(self._audited, decided, self.submitter.list)
         jobs = [j for j in everything if j.owner_uid == claims.uid or j.project in visible]
@@ -347,6 +410,7 @@ class AdmissionService:
 __all__ = [
     "Acted",
     "AdmissionService",
+    "Caller",
     "Listed",
     "Submitted",
 ]

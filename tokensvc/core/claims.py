@@ -107,7 +107,7 @@ class Claims:
         return self.expires_at - self.issued_at
 
     def to_identity(self) -> dict[str, Any]:
-        """The identity part of an OPA input document (no times: policy needs none)."""
+        """The identity part of an OPA input document (issued_at: revocations by time)."""
         return {
             "uid": self.uid,
             "gid": self.gid,
@@ -116,6 +116,7 @@ class Claims:
             "host": self.host,
             "realm": self.realm,
             "token_id": self.token_id,
+            "issued_at": self.issued_at,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,7 +126,6 @@ class Claims:
         """
         doc = {
             **self.to_identity(),
-            "issued_at": self.issued_at,
             "expires_at": self.expires_at,
         }
         if self.binding is not None:

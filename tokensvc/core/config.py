@@ -127,6 +127,11 @@ class ServerSettings:
     # A gid allowed to *read* the key ring (never write): Kubernetes gives a
     # non-root pod its Secret as 0440 root:fsGroup. -1 = none (MUNGE's rule).
     keyring_trusted_gid: int = -1
+    # Tokens not bound to their request (every v1 token; `tokensvc token`
+    # without --bind): refused for submit unless this is set; for actions on
+    # jobs (get, list, cancel, priority) accepted unless it is unset.
+    allow_unbound_submit: bool = False
+    allow_unbound_actions: bool = True
 
     def __post_init__(self) -> None:
         _check_range("keyring_trusted_gid", self.keyring_trusted_gid, -1, 2**32 - 2)

@@ -114,19 +114,11 @@ class TokenValidator:
         self.skew = skew
         self.key_grace = skew if key_grace is None else key_grace
 
-    def validate(
-        self,
-        token: str,
-        *,
-        now: float,
-        request_digest: str | None = None,
-        unbound_allowed: bool = False,
-    ) -> Claims:
-        """Claims of a genuine, current, unused token for this realm; else a TokenServiceError.
+    def authenticate(self, token: str, *, now: float) -> tuple[Claims, Key]:
+        """Claims and key of a genuine, current token for this realm; not yet used up.
 
-        With ``request_digest`` the token must also pass ``check_binding`` for
-        it (before its id is remembered, so a token shown with the wrong body
-        is not used up); without it, binding is not judged here.
+        InvalidToken before authentication; the TokenRejected subclasses
+        after it. Call :meth:`consume` before acting on the claims.
         """
         claims, key = open_token(token, self.ring)
         check_claims(
@@ -138,10 +130,43 @@ class TokenValidator:
             skew=self.skew,
             key_grace=self.key_grace,
         )
+        return claims, key
+
+    def consume(
+        self,
+        claims: Claims,
+        *,
+        now: float,
+        request_digest: str | None = None,
+        unbound_allowed: bool = False,
+        remember: bool = True,
+    ) -> None:
+        """Judge the binding, then record the token's use (Replayed if it was used before).
+
+        With ``request_digest`` the token must pass ``check_binding`` for it,
+        before its id is remembered, so a token shown with the wrong body is
+        not used up. ``remember=False`` leaves the replay decision to a
+        durable record kept elsewhere (a submit's consumed-token record).
+        """
         if request_digest is not None:
             check_binding(claims, request_digest, unbound_allowed=unbound_allowed)
-        # Remember until the last instant check_claims would accept it.
-        self.replay.remember(claims.token_id, claims.expires_at + self.skew, now)
+        if remember:
+            # Remember until the last instant check_claims would accept it.
+            self.replay.remember(claims.token_id, claims.expires_at + self.skew, now)
+
+    def validate(
+        self,
+        token: str,
+        *,
+        now: float,
+        request_digest: str | None = None,
+        unbound_allowed: bool = False,
+    ) -> Claims:
+        """:meth:`authenticate` and :meth:`consume` in one: trusted claims of an unused token."""
+        claims, _ = self.authenticate(token, now=now)
+        self.consume(
+            claims, now=now, request_digest=request_digest, unbound_allowed=unbound_allowed
+        )
         return claims
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import requests
 from kube import BIN_DIR, JOBS_NAMESPACE, REPO, KubeAPI, Proc, spawn, wait_ready
+from support.binding import submit_binding
 
 from tokensvc.cluster.devstack import Stack, free_port
 from tokensvc.cluster.launcher import LABEL_OWNER_UID, LABEL_TOKEN_ID
@@ -47,9 +48,12 @@ class Replicas:
     keyring: Path
     realm: str
 
-    def token(self, who: dict[str, Any] = ADA) -> tuple[str, str]:
-        """A fresh token for `who` (sealed with the replicas' key) and its token id."""
-        claims = new_claims(**who, host="login1", realm=self.realm, now=time.time())
+    def token(self, who: dict[str, Any] = ADA, body: Any = BODY) -> tuple[str, str]:
+        """A fresh token for `who` (sealed with the replicas' key, bound to `body`) and its id."""
+        binding = submit_binding(body)
+        claims = new_claims(
+            **who, host="login1", realm=self.realm, now=time.time(), binding=binding
+        )
         return seal(claims, KeyRing.load(self.keyring).active), claims.token_id
 
     def call(self, i: int, method: str, path: str, token: str, **kw: Any) -> requests.Response:
