@@ -164,6 +164,8 @@ def test_concurrent_queries_share_a_bounded_pool(peer: str) -> None:
         (200, {"result": {"allow": True, "run_as": {"uid": True, "gid": 1}}}, "malformed"),
         (200, {"result": {"allow": True, "mounts": [{"pvc": "x"}]}}, "malformed"),
         (200, {"result": {"allow": True}, "decision_id": 5}, "malformed"),
+        (200, {"result": {"allow": True}, "decision_id": "a/b"}, "malformed"),
+        (200, {"result": {"allow": True}, "decision_id": "x" * 129}, "malformed"),
         (200, [], "malformed"),
         (200, b"{not json", "malformed"),
         (200, b"\xff\xfe", "malformed"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -33,6 +34,8 @@ DEFAULT_TIMEOUT: Final = 1.0  # seconds, for one query as a whole
 # A decision document is a few hundred bytes; anything near this is not ours.
 MAX_RESPONSE_BYTES: Final = 1 << 20
 MAX_SUPPLEMENTAL_GROUPS: Final = 16  # NFS AUTH_SYS carries at most 16
+# OPA names decisions with UUIDs; an id is stored on the pod and in file names.
+_DECISION_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 Action = Literal["submit", "get", "list", "cancel", "set_priority"]
 ACTIONS: Final[frozenset[str]] = frozenset({"submit", "get", "list", "cancel", "set_priority"})
@@ -199,8 +202,10 @@ def decision_result(status: int, data: bytes) -> DecisionResult:
         raise OpaUnavailable("undefined", "policy decision undefined (bundle not loaded?)")
     decision = parse_decision(body["result"])
     decision_id = body.get("decision_id")
-    if decision_id is not None and not isinstance(decision_id, str):
-        raise _malformed("decision_id is not a string")
+    if decision_id is not None and not (
+        isinstance(decision_id, str) and _DECISION_ID_RE.fullmatch(decision_id)
+    ):
+        raise _malformed("decision_id is not an identifier")
     return DecisionResult(decision=decision, decision_id=decision_id)
 
 
