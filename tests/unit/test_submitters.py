@@ -175,7 +175,7 @@ def test_yaml_of_a_pod_is_readable_and_round_trips() -> None:
 def test_index_entries_read_back_as_the_record() -> None:
     record = record_from_manifest(pod())
     for decision_id in (None, "d-1", "a,b/c%d é 😀", "..", ""):
-        r = dataclasses.replace(record, decision_id=decision_id, priority=None)
+        r = record._replace(decision_id=decision_id, priority=None)
         entry = entry_name(r)
         assert "/" not in entry and entry not in (".", "..")
         assert record_from_entry(entry) == r
@@ -198,6 +198,17 @@ def test_start_repairs_the_index_and_removes_stale_temporary_files(tmp_path: Pat
 
     assert SpoolSubmitter(tmp_path).list() == [kept, unindexed]
     assert not stale.exists() and fresh.exists()
+
+
+def test_list_filters_by_owner_and_project(tmp_path: Path) -> None:
+    spool = SpoolSubmitter(tmp_path)
+    mine = spool.create(pod("a" * 32, uid=1001, project="ml-team"))
+    theirs = spool.create(pod("b" * 32, uid=1002, project="ml-team"))
+    other = spool.create(pod("c" * 32, uid=1002, project="vision"))
+    assert spool.list() == [mine, theirs, other]
+    assert spool.list(owner_uid=1001, projects=()) == [mine]
+    assert spool.list(owner_uid=1001, projects=["ml-team"]) == [mine, theirs]
+    assert spool.list(owner_uid=1003, projects={"vision"}) == [other]
 
 
 def test_list_parses_no_manifest(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from tokensvc.core.errors import InvalidRequest
 
@@ -234,9 +234,12 @@ def job_name(token_id: str) -> str:
     return name
 
 
-@dataclass(frozen=True, slots=True)
-class JobRecord:
-    """A job as recorded on its stored pod; the source of truth for owner and project."""
+class JobRecord(NamedTuple):
+    """A job as recorded on its stored pod; the source of truth for owner and project.
+
+    Immutable. A named tuple rather than a frozen dataclass: a listing builds
+    one per stored job, and a tuple is built several times faster.
+    """
 
     name: str
     owner_uid: int

@@ -13,6 +13,7 @@ Stores wrap their libraries' errors at their edge: callers see
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Protocol
 
 from tokensvc.cluster.jobs import JobRecord, is_job_name
@@ -49,8 +50,12 @@ class Submitter(Protocol):
     def get(self, name: str) -> JobRecord:
         """The job's record; :class:`NotFound` if there is no such job."""
 
-    def list(self) -> list[JobRecord]:
-        """Every job this service created (callers filter by what the policy lets them see)."""
+    def list(
+        self, *, owner_uid: int | None = None, projects: Collection[str] | None = None
+    ) -> list[JobRecord]:
+        """Every job this service created, or, given either filter, the jobs that
+        ``owner_uid`` owns or that belong to one of ``projects`` (what the
+        policy's ``visible_projects`` lets a caller see)."""
 
     def delete(self, name: str) -> None:
         """Cancel the job; :class:`NotFound` if there is no such job."""

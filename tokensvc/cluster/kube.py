@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Collection
 from typing import Any, Final
 
 import urllib3
@@ -157,7 +158,9 @@ class KubernetesSubmitter:
         pod = self._call("get", name, self._api.read_namespaced_pod, name, self.namespace)
         return self._to_record(pod, name)
 
-    def list(self) -> list[JobRecord]:
+    def list(
+        self, *, owner_uid: int | None = None, projects: Collection[str] | None = None
+    ) -> list[JobRecord]:
         pods = self._call(
             "list",
             "",
@@ -169,7 +172,10 @@ class KubernetesSubmitter:
         for pod in pods.items:
             with contextlib.suppress(NotFound):
                 records.append(self._to_record(pod, ""))
-        return records
+        if owner_uid is None and projects is None:
+            return records
+        visible = set(projects or ())
+        return [r for r in records if r.owner_uid == owner_uid or r.project in visible]
 
     def delete(self, name: str) -> None:
         self.get(name)  # only ever delete pods that are ours

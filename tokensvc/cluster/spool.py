@@ -33,7 +33,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, unquote
@@ -91,22 +91,26 @@ def entry_name(record: JobRecord) -> str:
 
 def record_from_entry(entry: str) -> JobRecord:
     """The job record an index entry names; ValueError if it is not an entry."""
-    name, owner, project, priority, decision_id = entry.split(",")
+    return _record_from_fields(entry.split(","))
+
+
+def _record_from_fields(fields: list[str]) -> JobRecord:
+    name, owner, project, priority, decision_id = fields  # ValueError if not five
     if not (
         is_job_name(name)
         and owner.isdigit()
         and (priority == "" or priority.isdigit())
-        and (decision_id == "" or decision_id.startswith("~"))
+        and (decision_id == "" or decision_id[0] == "~")
     ):
         raise ValueError("not an index entry")
     return JobRecord(
-        name=name,
-        owner_uid=int(owner),
-        project=unquote(project),
-        priority=int(priority) if priority else None,
-        token_id=name[len(JOB_NAME_PREFIX) :],
-        decision_id=unquote(decision_id[1:]) if decision_id.startswith("~") else None,
-        phase="Pending",  # a spooled pod never runs here; nothing else sets a phase
+        name,
+        int(owner),
+        unquote(project) if "%" in project else project,
+        int(priority) if priority else None,
+        name[len(JOB_NAME_PREFIX) :],  # the token id
+        unquote(decision_id[1:]) if decision_id else None,
+        "Pending",  # the phase: a spooled pod never runs here, nothing else sets one
     )
 
 
@@ -119,7 +123,8 @@ class SpoolSubmitter:
     spool). The manifest's directory entry is fsynced before a create
     returns, so an acknowledged job survives a crash or power loss.
 
-    Costs: :meth:`list` reads one directory and parses no manifest;
+    Costs: :meth:`list` reads one directory and parses no manifest (with
+    a filter, only the matching entries become records);
     :meth:`get`, :meth:`delete` and :meth:`set_priority` parse one.
     """
 
@@ -130,6 +135,9 @@ class SpoolSubmitter:
         # of this process); it is most of a spooled submit's cost on slow disks.
         self._fsync = fsync
         self._lock = threading.Lock()  # serialises read-modify-write within a process
+        # An entry's name is its record, so records are memoised by entry name:
+        # a listing parses only the entries that appeared since the last one.
+        self._records: dict[str, JobRecord] = {}
         try:
             self.directory.mkdir(mode=0o750, parents=True, exist_ok=True)
             self.index.mkdir(mode=0o750, exist_ok=True)
@@ -251,6 +259,7 @@ class SpoolSubmitter:
                 continue  # not ours: left alone
             if record.name in manifests:
                 indexed.add(record.name)
+                self._records[entry_file] = record
             elif not self._path(record.name).exists():  # cancelled (or being created: no)
                 self._remove_entry(record)
         for name in sorted(manifests - indexed):
@@ -285,16 +294,29 @@ class SpoolSubmitter:
         """The stored pod manifest (for the demo and tests)."""
         return self._read(self._path(name))
 
-    def list(self) -> list[JobRecord]:
+    def list(
+        self, *, owner_uid: int | None = None, projects: Collection[str] | None = None
+    ) -> list[JobRecord]:
         try:
             entries = os.listdir(self.index)
         except OSError as err:
             raise SubmitFailed("cannot list spool directory") from err
-        records = []
-        for entry in sorted(entries):
-            with contextlib.suppress(ValueError):  # not an entry: never ours
-                records.append(record_from_entry(entry))
-        return records
+        known, current = self._records, {}
+        for entry in entries:
+            record = known.get(entry)
+            if record is None:
+                try:
+                    record = record_from_entry(entry)
+                except ValueError:
+                    continue  # not an entry: never ours
+            current[entry] = record
+        self._records = current  # entries gone since are forgotten
+        if owner_uid is None and projects is None:
+            return sorted(current.values())  # by name: a record's first field
+        visible = set(projects or ())
+        return sorted(
+            r for r in current.values() if r.owner_uid == owner_uid or r.project in visible
+        )
 
     def delete(self, name: str) -> None:
         path = self._path(name)
