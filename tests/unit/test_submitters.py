@@ -292,3 +292,15 @@ def test_every_valid_job_round_trips_through_the_spool(  # noqa: PLR0917 (given'
     assert SpoolSubmitter(spool.directory, fsync=False).list() == [record]
     spool.delete(record.name)
     assert spool.list() == []
+
+
+def test_a_create_that_cannot_be_confirmed_is_rolled_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = SpoolSubmitter(tmp_path)
+    with monkeypatch.context() as patch:
+        patch.setattr(spool, "index", tmp_path / "gone")  # the index step fails
+        with pytest.raises(SubmitFailed) as err:
+            spool.create(pod())
+    assert err.value.created is False
+    assert list(tmp_path.glob("*.yaml")) == [] and spool.list() == []

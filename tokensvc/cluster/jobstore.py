@@ -53,9 +53,11 @@ class Submitter(Protocol):
     def list(
         self, *, owner_uid: int | None = None, projects: Collection[str] | None = None
     ) -> list[JobRecord]:
-        """Every job this service created, or, given either filter, the jobs that
-        ``owner_uid`` owns or that belong to one of ``projects`` (what the
-        policy's ``visible_projects`` lets a caller see)."""
+        """Every job this service created, sorted by name; or, filtered, the visible ones.
+
+        Given either filter: the jobs ``owner_uid`` owns and those in one of
+        ``projects`` (what the policy's ``visible_projects`` lets a caller see).
+        """
 
     def delete(self, name: str) -> None:
         """Cancel the job; :class:`NotFound` if there is no such job."""

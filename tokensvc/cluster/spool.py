@@ -283,8 +283,14 @@ class SpoolSubmitter:
             self._fsync_dir(self.directory)
             self._add_entry(record)
         except OSError as err:
-            # The manifest is there; whether it reached the disk is not known.
-            raise SubmitFailed(f"job {record.name} stored but not confirmed", created=None) from err
+            # Not confirmed: roll the manifest back, so the failure is the truth.
+            try:
+                path.unlink()
+            except OSError:
+                raise SubmitFailed(
+                    f"job {record.name} stored but not confirmed", created=None
+                ) from err
+            raise SubmitFailed("spool directory not writable; no job was created") from err
         return record
 
     def get(self, name: str) -> JobRecord:
