@@ -72,6 +72,7 @@ class Peer(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
+        assert self.headers["Accept-Encoding"] == "identity"  # the size cap counts plain JSON
         Peer.seen.append({"path": self.path, "body": json.loads(self.rfile.read(length))})
         Peer.clients.add(self.client_address)
         self._reply()

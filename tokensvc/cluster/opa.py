@@ -259,8 +259,9 @@ class OpaClient:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._pool_size),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"Accept": "application/json"},
-                auto_decompress=False,  # we never ask for compression
+                # Uncompressed answers only: the size cap counts what is parsed.
+                headers={"Accept": "application/json", "Accept-Encoding": "identity"},
+                auto_decompress=False,
                 trust_env=False,  # no proxy settings from the environment
             )
         return self._session
