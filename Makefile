@@ -21,7 +21,7 @@ export TOKENSVC_K8S_SCHEMA_VERSION := $(K8S_SCHEMA_VERSION)
 BENCH_DURATION ?= 5
 
 .DEFAULT_GOAL := help
-.PHONY: help venv tools test lint typecheck pytest bench bundle demo up clean
+.PHONY: help venv tools test lint typecheck pytest unit bench bundle demo up clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -69,6 +69,9 @@ typecheck: $(VENV)/.installed
 
 pytest: $(VENV)/.installed $(POLICY_TOOLS)
 	$(VPY) -m pytest
+
+unit: $(VENV)/.installed $(POLICY_TOOLS) ## the unit tests only (under a minute, no root)
+	$(VPY) -m pytest -q tests/unit
 
 test: lint pytest policy-test ## everything CI runs: lint, types, pytest, policy tests
 

@@ -13,6 +13,11 @@ OPA runs with --optimize-store-for-read-speed, as the sidecar does (data kept
 as AST values: the policy reads data.wsc.groups and data.wsc.exports whole
 and probes them by key, which is then free of conversions); --plain-store
 benches OPA's default store instead.
+
+--baseline DIR benches a second copy of the policy (e.g. the landed one,
+extracted with `git archive`) in the same run, on the same data and inputs,
+and prints both side by side with their ratio; the budget is <= 2x the
+baseline's time per decision.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ SIZES = (100, 10_000, 100_000)
 CASES = ("submit-3-mounts", "submit-1-mount", "cancel-other")
 QUERY = "data.wsc.authz.decision"
 TARGET_RATIO = 2.0
+BUDGET_RATIO = 2.0
 
 
 POLICIES = ROOT / "policies" / "wsc"
@@ -115,51 +121,80 @@ def main() -> int:
         help="policy directory to bench (default policies/wsc; e.g. an older copy to compare)",
     )
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a second policy directory benched in the same run (e.g. the landed policies/wsc)",
+    )
+    parser.add_argument(
         "--plain-store",
         action="store_true",
         help=f"OPA's default store instead of {READ_SPEED} (the sidecar's setting)",
     )
     args = parser.parse_args()
     store_flags: tuple[str, ...] = () if args.plain_store else (READ_SPEED,)
-    results: dict[tuple[int, str], dict[str, float]] = {}
+    policies = {"policy": args.policies}
+    if args.baseline:
+        policies["baseline"] = args.baseline
+    results: dict[tuple[str, int, str], dict[str, float]] = {}
     for n in SIZES:
         data_dir = args.workdir / str(n)
         write(data_dir, n)
         for case in CASES:
-            check_allowed(args.opa, data_dir, data_dir / f"{case}.json", args.policies)
-            results[n, case] = bench(
-                args.opa,
-                data_dir,
-                data_dir / f"{case}.json",
-                args.count,
-                policies=args.policies,
-                store_flags=store_flags,
-            )
+            for label, directory in policies.items():
+                check_allowed(args.opa, data_dir, data_dir / f"{case}.json", directory)
+                results[label, n, case] = bench(
+                    args.opa,
+                    data_dir,
+                    data_dir / f"{case}.json",
+                    args.count,
+                    policies=directory,
+                    store_flags=store_flags,
+                )
     calib = bench(
         args.opa, args.workdir / str(SIZES[0]), data_dir / "input.json", args.count, query="x := 1"
     )
 
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print(f"store: {'default (--plain-store)' if args.plain_store else READ_SPEED}")
+    print(f"policy: {args.policies}" + (f"; baseline: {args.baseline}" if args.baseline else ""))
     print(
         f"calibration `x := 1`: {calib['ns_per_op'] / 1000:.1f} us/op, "
         f"eval median {calib['eval_median_ns'] / 1000:.1f} us"
     )
     print()
-    print("| decision | groups = exports | us/decision | eval median (us) | allocs |")
-    print("|---|---:|---:|---:|---:|")
+    if args.baseline:
+        print("| decision | groups = exports | us/decision | baseline us | ratio | allocs | baseline allocs |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+    else:
+        print("| decision | groups = exports | us/decision | eval median (us) | allocs |")
+        print("|---|---:|---:|---:|---:|")
     for case in CASES:
         for n in SIZES:
-            r = results[n, case]
-            print(
-                f"| {case} | {n:,} | {r['ns_per_op'] / 1000:.1f} | "
-                f"{r['eval_median_ns'] / 1000:.1f} | {r['allocs']:,.0f} |"
-            )
+            r = results["policy", n, case]
+            if args.baseline:
+                b = results["baseline", n, case]
+                print(
+                    f"| {case} | {n:,} | {r['ns_per_op'] / 1000:.1f} | {b['ns_per_op'] / 1000:.1f} | "
+                    f"{r['ns_per_op'] / b['ns_per_op']:.2f}x | {r['allocs']:,.0f} | {b['allocs']:,.0f} |"
+                )
+            else:
+                print(
+                    f"| {case} | {n:,} | {r['ns_per_op'] / 1000:.1f} | "
+                    f"{r['eval_median_ns'] / 1000:.1f} | {r['allocs']:,.0f} |"
+                )
     print()
-    for case in CASES:
-        ratio = results[SIZES[-1], case]["ns_per_op"] / results[SIZES[0], case]["ns_per_op"]
-        verdict = "ok" if ratio <= TARGET_RATIO else "OVER TARGET"
-        print(f"{case}: largest/smallest {ratio:.2f}x (target <= {TARGET_RATIO:.0f}x): {verdict}")
+    for label in policies:
+        for case in CASES:
+            ratio = results[label, SIZES[-1], case]["ns_per_op"] / results[label, SIZES[0], case]["ns_per_op"]
+            verdict = "ok" if ratio <= TARGET_RATIO else "OVER TARGET"
+            print(f"{label} {case}: largest/smallest {ratio:.2f}x (target <= {TARGET_RATIO:.0f}x): {verdict}")
+    if args.baseline:
+        for case in CASES:
+            worst = max(
+                results["policy", n, case]["ns_per_op"] / results["baseline", n, case]["ns_per_op"] for n in SIZES
+            )
+            verdict = "ok" if worst <= BUDGET_RATIO else "OVER BUDGET"
+            print(f"{case}: policy/baseline at most {worst:.2f}x (budget <= {BUDGET_RATIO:.0f}x): {verdict}")
     return 0
 
 

@@ -7,7 +7,7 @@ revision (the git commit) and the bundle's roots, signed with the private key
 at --signing-key (RS256). OPA verifies that signature before it activates the
 bundle (deploy/opa/config.yaml).
 
-Importable: tests/integration/opa_fixture.py uses build_bundle() and
+Importable: tests/support/opa.py uses build_bundle() and
 generate_signing_key().
 """
 

@@ -9,7 +9,6 @@ the HTTP server).
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
 
 from tokensvc.core.errors import (
     ConfigError,
@@ -31,7 +30,11 @@ from tokensvc.core.errors import (
     WrongRealm,
 )
 
+# Not `from typing import TYPE_CHECKING`: `tokensvc token` starts without importing typing.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from tokensvc.core.claims import Claims
     from tokensvc.core.config import Settings, load_settings
     from tokensvc.core.keys import KeyRing

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import requests
-from toolpaths import tool
+from support.toolpaths import tool
 
 from tokensvc.cluster.devstack import Stack, User, setpriv
 from tokensvc.core.claims import new_claims

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from opa_fixture import OpaHandle, start_opa
+from support.opa import OpaHandle, start_opa
 from usernode import (
     SETPRIV,
     Daemon,

@@ -65,3 +65,15 @@ def test_token_cli_as_other_user_with_settings_file(tree: Tree, mintd: Daemon) -
     assert done.returncode == 0, done.stderr
     decoded = cli(tree, "decode", "--keyring", str(tree.keyring), done.stdout.strip())
     assert json.loads(decoded.stdout)["uid"] == A.uid
+
+
+def test_token_bound_to_a_digest_then_decode(tree: Tree, mintd: Daemon) -> None:
+    digest = "0123456789abcdef" * 4
+    done = cli(tree, "token", "--socket", str(tree.socket), "--bind", digest)
+    assert (done.returncode, done.stderr) == (0, "")
+    decoded = cli(tree, "decode", "--keyring", str(tree.keyring), done.stdout.strip())
+    assert decoded.returncode == 0, decoded.stderr
+    assert json.loads(decoded.stdout)["binding"] == digest
+    refused = cli(tree, "token", "--socket", str(tree.socket), "--bind", digest.upper())
+    assert refused.returncode == 2
+    assert "--bind: must be 64 lowercase hex digits" in refused.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from admission_stack import ROOT, needs_root
-from opa_fixture import builder, opa_binary
+from support.opa import builder, opa_binary
 
 from tokensvc.cluster.devstack import USER_A, setpriv
 

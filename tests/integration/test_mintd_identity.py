@@ -1,4 +1,4 @@
-"""Invariant 1 on a real kernel: a token names exactly the process that asked for it.
+"""On a real kernel: a token names exactly the identity of the process that asked for it.
 
 The daemon runs as root with a key ring only root can read; clients are other
 numeric uids (setpriv). Tokens are opened with the key ring and their claims

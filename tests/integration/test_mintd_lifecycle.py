@@ -288,6 +288,7 @@ def test_one_audit_line_per_mint_without_secrets(fresh_tree: Tree) -> None:
             "token_id": claims.token_id,
             "ttl": 77,
             "expires_at": claims.expires_at,
+            "bound": False,
             "key_id": fresh_tree.ring().active.key_id,
         }
     ]

@@ -26,6 +26,7 @@ from usernode import (
 )
 
 from tokensvc.usernode.client import mint
+from tokensvc.usernode.protocol import MAX_REQUEST
 
 pytestmark = pytest.mark.root
 
@@ -64,8 +65,11 @@ def _exchange(path: str, data: bytes, *, shutdown: bool = False) -> bytes:
 @pytest.mark.parametrize(
     ("request_bytes", "reply_start"),
     [
-        (b"MINT1 300" + b"0" * 30 + b"\n", b"ERR too-long "),
-        (b"X" * 33, b"ERR too-long "),
+        (b"MINT1 300" + b"0" * MAX_REQUEST + b"\n", b"ERR too-long "),
+        (b"X" * (MAX_REQUEST + 1), b"ERR too-long "),
+        (b"MINT2 99999 " + b"a" * 64 + b"0\n", b"ERR too-long "),
+        (b"MINT2 300 " + b"A" * 64 + b"\n", b"ERR malformed "),
+        (b"MINT3 300\n", b"ERR version "),
         (b"MINT1 abc\n", b"ERR malformed "),
         (b"\xff\xfe\x00\n", b"ERR malformed "),
         (b"MINT7\n", b"ERR version "),
@@ -86,13 +90,13 @@ def test_a_megabyte_blast_is_cut_off(tree: Tree, mintd: Daemon) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(10)
         s.connect(str(tree.socket))
-        with contextlib.suppress(OSError):  # the daemon answers after 33 bytes and closes
+        with contextlib.suppress(OSError):  # the daemon answers after MAX_REQUEST + 1 bytes
             s.sendall(b"A" * (1 << 20))
         try:
             reply = s.recv(4096)
         except ConnectionResetError:
             reply = b""
-    assert reply in (b"", b"ERR too-long request longer than 32 bytes\n")
+    assert reply in (b"", f"ERR too-long request longer than {MAX_REQUEST} bytes\n".encode())
     _still_correct(tree, mintd)
 
 

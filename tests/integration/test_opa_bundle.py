@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opa_fixture import OpaHandle, builder, start_opa
+from support.opa import OpaHandle, builder, start_opa
 
 generate_signing_key = builder.generate_signing_key
 

@@ -11,7 +11,7 @@ import asyncio
 from typing import Any
 
 import uvloop
-from opa_fixture import OpaHandle
+from support.opa import OpaHandle
 
 from tokensvc.cluster.devstack import USER_A, USER_B
 from tokensvc.cluster.opa import DecisionResult, OpaClient

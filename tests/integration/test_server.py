@@ -31,7 +31,7 @@ from admission_stack import (
     spooled,
     stack_fixture,
 )
-from opa_fixture import OpaHandle, start_opa
+from support.opa import OpaHandle, start_opa
 
 from tokensvc.cluster.devstack import ADMIN, USER_A, USER_B, USER_C, Stack
 
@@ -267,8 +267,13 @@ def test_request_bodies_are_bounded_and_strict(stack: Stack) -> None:
     resp = http(stack, "POST", "/v1/jobs", token, json={**job_body(), "uid": 0})
     assert resp.status_code == 422
     assert any("uid" in r for r in resp.json()["reasons"])
-    resp = http(stack, "POST", "/v1/jobs", forge_token(stack, USER_A), data=b"{nope")
+    json_type = {"Content-Type": "application/json"}
+    resp = http(
+        stack, "POST", "/v1/jobs", forge_token(stack, USER_A), data=b"{nope", headers=json_type
+    )
     assert resp.status_code == 400
+    resp = http(stack, "POST", "/v1/jobs", forge_token(stack, USER_A), data=b"{}")
+    assert (resp.status_code, resp.json()["code"]) == (415, "unsupported_media_type")
     big = {**job_body(), "command": ["x" * 4000] * 40}
     resp = http(stack, "POST", "/v1/jobs", forge_token(stack, USER_A), json=big)
     assert resp.status_code == 413
@@ -297,7 +302,7 @@ def test_health_metrics_openapi(stack: Stack) -> None:
 
 def test_unknown_paths_and_methods(stack: Stack) -> None:
     resp = http(stack, "GET", "/v2/jobs")
-    assert (resp.status_code, resp.json()) == (404, {"error": "not found"})
+    assert (resp.status_code, resp.json()) == (404, {"code": "not_found", "error": "not found"})
     resp = http(stack, "PATCH", "/v1/jobs", forge_token(stack, USER_A))
     assert resp.status_code == 405
     assert resp.headers["Allow"] == "GET, POST"

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from opa_fixture import OpaHandle
+from support.opa import OpaHandle
 
 from tokensvc.cluster.devstack import USER_A, Stack
 

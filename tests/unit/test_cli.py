@@ -179,13 +179,58 @@ def test_keys_life_cycle(capsys: pytest.CaptureFixture[str], keyring: Path) -> N
 
     code, out, _ = _run(capsys, *k, "list")
     assert code == 0
-    assert out.splitlines()[0].split() == ["KEY", "ID", "STATE", "CREATED"]
+    assert out.splitlines()[0].split() == [
+        "KEY",
+        "ID",
+        "STATE",
+        "CREATED",
+        "NOT",
+        "BEFORE",
+        "NOT",
+        "AFTER",
+    ]
     assert len(out.splitlines()) == 4
     for line in out.splitlines():
-        assert len(line) < 60  # never a secret
+        assert len(line) < 100  # never a secret
 
     code, out, _ = _run(capsys, *k, "remove", first)
     assert (code, out) == (0, f"removed key {first}\n")
+
+
+def test_keys_windows_are_set_listed_and_warned_about(
+    capsys: pytest.CaptureFixture[str], keyring: Path
+) -> None:
+    k = ["keys", "--keyring", str(keyring)]
+    active = KeyRing.load(keyring).active.key_id
+    now = int(time.time())
+    code, out, _ = _run(
+        capsys, *k, "add", "--not-before", "2026-01-01T00:00:00Z", "--not-after", str(now + 86400)
+    )
+    assert code == 0
+    added = KeyRing.load(keyring).keys[-1]
+    assert (added.not_before, added.not_after) == (1767225600, now + 86400)
+
+    code, out, err = _run(capsys, *k, "list")
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith(added.key_id))
+    assert "2026-01-01T00:00:00Z" in row
+    assert err.startswith(f"tokensvc: warning: key {added.key_id} (accepted) expires in 1.0 days")
+    code, _, err = _run(capsys, *k, "list", "--warn-days", "0")
+    assert (code, err) == (0, "")
+
+    code, out, _ = _run(capsys, *k, "window", active, "--not-after", str(now - 1))
+    assert code == 0 and out.startswith(f"key {active} valid from - to ")
+    code, out, err = _run(capsys, *k, "list", "--json")
+    entry = next(e for e in json.loads(out) if e["key_id"] == active)
+    assert (entry["not_before"], entry["not_after"]) == (None, now - 1)
+    assert f"key {active} (active) expired at" in err
+    assert "nothing can mint now" in err
+
+    code, _, err = _run(capsys, *k, "add", "--not-before", "5", "--not-after", "5")
+    assert code == 3 and "not_after must be later than not_before" in err
+    for bad in ("yesterday", "2026-01-01T00:00:00"):
+        code, _, err = _run(capsys, *k, "add", "--not-after", bad)
+        assert code == 2 and "--not-after" in err
 
 
 def test_keys_list_refuses_an_insecure_ring(
@@ -302,3 +347,43 @@ def test_missing_explicit_config_exits_3(
     code, _, err = _run(capsys, "--config", str(path), "token")
     assert code == 3
     assert err == f"tokensvc: cannot read settings file {path}: No such file or directory\n"
+
+
+# --- tokens bound to the request they are sent with ----------------------------------
+
+
+def test_submit_cancel_and_priority_mint_tokens_bound_to_their_request(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokensvc.cluster.jobs import parse_job_request  # noqa: PLC0415
+    from tokensvc.core.digest import action_digest, request_digest  # noqa: PLC0415
+    from tokensvc.core.errors import DaemonUnavailable  # noqa: PLC0415
+    from tokensvc.usernode import client  # noqa: PLC0415
+
+    binds: list[str | None] = []
+
+    def fake_mint(*_args: object, bind: str | None = None, **_kw: object) -> str:
+        binds.append(bind)
+        raise DaemonUnavailable("stand-in daemon")  # stop before any HTTP
+
+    monkeypatch.setattr(client, "mint", fake_mint)
+    job = "wsc-job-" + "ab" * 16
+    server = ["--server", "http://127.0.0.1:9"]
+    argv = ["submit", *server, "--project", "p", "--image", "i", "--mount", "/nfs/p:rw"]
+    assert _run(capsys, *argv, "--", "run", "x")[0] == 5
+    assert _run(capsys, "cancel", *server, job)[0] == 5
+    assert _run(capsys, "priority", *server, job, "7")[0] == 5
+    assert _run(capsys, "jobs", *server)[0] == 5
+    body = {
+        "project": "p",
+        "image": "i",
+        "command": ["run", "x"],
+        "mounts": [{"path": "/nfs/p", "mode": "rw"}],
+        "resources": {"systems": 1},
+    }
+    assert binds == [
+        request_digest(parse_job_request(body).to_input()),
+        action_digest("cancel", job),
+        action_digest("set_priority", job, priority=7),
+        None,  # listing is not bound to anything
+    ]

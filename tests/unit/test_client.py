@@ -117,3 +117,20 @@ def test_missing_socket(tmp_path: Path) -> None:
 def test_bad_ttl_is_a_caller_error(tmp_path: Path, ttl: int) -> None:
     with pytest.raises(ValueError, match="ttl must be"):
         mint(ttl, str(tmp_path / "never-used.sock"))
+
+
+def test_a_bound_request_sends_mint2_with_the_digest(peer: Callable[[Behaviour], str]) -> None:
+    digest = "ab" * 32
+    seen: list[bytes] = []
+
+    def behaviour(conn: socket.socket) -> None:
+        seen.append(conn.recv(128))
+        conn.sendall(b"OK tok\n")
+
+    assert mint(42, peer(behaviour), bind=digest) == "tok"
+    assert seen == [b"MINT2 42 " + digest.encode() + b"\n"]
+
+
+def test_a_malformed_binding_is_refused_before_connecting(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="bind"):
+        mint(42, str(tmp_path / "nobody.sock"), bind="AB" * 32)

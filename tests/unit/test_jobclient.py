@@ -44,7 +44,7 @@ from tokensvc.core.errors import (
         (503, {"code": "submit_failed", "error": "spool", "created": False}, SubmitFailed, 8),
         (500, {"code": "internal", "error": "internal error"}, ServerUnavailable, 8),
         # No code, an unknown code, or a code that does not fit the status: not trusted.
-        (401, {"code": "invalid_token", "error": "invalid token"}, ServerUnavailable, 8),
+        (401, {"error": "invalid token"}, ServerUnavailable, 8),
         (401, {"code": "no-such-code"}, ServerUnavailable, 8),
         (500, {"code": "denied"}, ServerUnavailable, 8),
     ],

@@ -30,6 +30,7 @@ from tokensvc.core.keys import (
     remove_key,
     retire_key,
     rotate_key,
+    set_key_window,
     update_keyring,
 )
 
@@ -62,7 +63,13 @@ def test_generate_writes_a_0600_ring_with_one_active_key(tmp_path: Path) -> None
     assert path.read_bytes().startswith(RING_MAGIC.encode() + b"\n")
     loaded = KeyRing.load(path)
     assert [k.describe() for k in loaded.keys] == [
-        {"key_id": ring.active.key_id, "state": "active", "created": 1000}
+        {
+            "key_id": ring.active.key_id,
+            "state": "active",
+            "created": 1000,
+            "not_before": None,
+            "not_after": None,
+        }
     ]
     assert loaded.active.secret == ring.active.secret
     assert len(loaded.active.secret) == 32
@@ -300,6 +307,11 @@ def test_comments_and_blank_lines_are_allowed() -> None:
 SECRET_LINE = "a1a1a1a1a1a1a1a1 active 1 " + "11" * 32
 
 
+def _line(tail: str) -> str:
+    """A one-key ring whose key line ends with ``tail``."""
+    return RING_MAGIC + "\n" + SECRET_LINE + tail + "\n"
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [
@@ -320,6 +332,18 @@ SECRET_LINE = "a1a1a1a1a1a1a1a1 active 1 " + "11" * 32
         (GOOD + SECRET_LINE.replace("a1a1", "b2b2") + "\n", "exactly one active"),
         (GOOD.replace("active", "accepted"), "exactly one active"),
         (GOOD + "é\n", "ASCII"),
+        (_line(" "), "line 2: expected"),
+        (_line(" not-after="), "line 2: not-after must be"),
+        (_line(" not-after=01"), "line 2: not-after must be"),
+        (_line(" not-after=-5"), "line 2: not-after must be"),
+        (_line(f" not-after={2**63}"), "line 2: not-after must be"),
+        (_line(" not-after=9 not-before=1"), "line 2: after the secret"),
+        (_line(" not-after=9 not-after=10"), "line 2: after the secret"),
+        (_line(" not-before=9 not-before=9"), "line 2: after the secret"),
+        (_line(" expires=9"), "line 2: after the secret"),
+        (_line(" not-after 9"), "line 2: after the secret"),
+        (_line(" not-before=9 not-after=9"), "line 2: not_after must be later"),
+        (_line(" not-before=1 not-after=2 x"), "line 2: expected"),
     ],
 )
 def test_parse_errors_name_the_problem_not_the_secret(text: str, match: str) -> None:
@@ -478,3 +502,58 @@ def test_concurrent_changes_are_not_lost(ring_path: Path) -> None:
     ids = {k.key_id for k in KeyRing.load(ring_path).keys}
     assert len(ids) == 9
     assert set(added) <= ids
+
+
+# --- validity windows ---------------------------------------------------------------
+
+
+def test_window_round_trips_and_a_key_without_one_is_written_as_before() -> None:
+    windowed = _line(" not-before=100 not-after=200")
+    ring = KeyRing.parse(windowed.encode())
+    assert (ring.active.not_before, ring.active.not_after) == (100, 200)
+    assert ring.to_bytes().decode().endswith(SECRET_LINE + " not-before=100 not-after=200\n")
+    for tail, window in ((" not-before=100", (100, None)), (" not-after=200", (None, 200))):
+        key = KeyRing.parse(_line(tail).encode()).active
+        assert (key.not_before, key.not_after) == window
+        assert KeyRing((key,)).to_bytes().decode().endswith(SECRET_LINE + tail + "\n")
+    plain = KeyRing.parse(GOOD.encode())
+    assert plain.to_bytes().decode().endswith(SECRET_LINE + "\n")
+
+
+def test_in_window_is_half_open_and_widened_by_the_grace() -> None:
+    key = Key("a1a1a1a1a1a1a1a1", bytes(32), "active", 0, not_before=100, not_after=200)
+    assert [key.in_window(t) for t in (99, 100, 199, 200)] == [False, True, True, False]
+    assert key.in_window(90, grace=10) and not key.in_window(89, grace=10)
+    assert key.in_window(209, grace=10) and not key.in_window(210, grace=10)
+    assert Key("a1a1a1a1a1a1a1a1", bytes(32), "active").in_window(0)
+
+
+def test_only_an_active_key_inside_its_window_mints() -> None:
+    active = Key("a1a1a1a1a1a1a1a1", bytes(32), "active", 0, not_before=100, not_after=200)
+    accepted = Key("b2b2b2b2b2b2b2b2", bytes(32), "accepted", 0)  # no window: never mints
+    ring = KeyRing((active, accepted))
+    assert ring.minting_key(150) is active
+    assert ring.minting_key(99) is None
+    assert ring.minting_key(200) is None
+
+
+@pytest.mark.parametrize(
+    ("not_before", "not_after"), [(200, 100), (100, 100), (-1, None), (None, True)]
+)
+def test_invalid_windows_are_refused(not_before: object, not_after: object) -> None:
+    with pytest.raises(ValueError):
+        Key("a1a1a1a1a1a1a1a1", bytes(32), "active", 0, not_before, not_after)  # type: ignore[arg-type]
+
+
+def test_add_and_set_a_window(ring_path: Path) -> None:
+    key = add_key(ring_path, not_before=1000, not_after=2000)
+    assert (key.not_before, key.not_after) == (1000, 2000)
+    listed = {k["key_id"]: k for k in list_keys(ring_path)}
+    assert (listed[key.key_id]["not_before"], listed[key.key_id]["not_after"]) == (1000, 2000)
+    active = KeyRing.load(ring_path).active.key_id
+    changed = set_key_window(ring_path, active, not_before=None, not_after=5000)
+    assert (changed.not_before, changed.not_after) == (None, 5000)
+    assert KeyRing.load(ring_path).active.not_after == 5000
+    with pytest.raises(KeyFileError, match="later than"):
+        add_key(ring_path, not_before=2000, not_after=1000)
+    assert len(KeyRing.load(ring_path).keys) == 2  # the refused change wrote nothing

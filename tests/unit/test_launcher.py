@@ -16,7 +16,7 @@ import pydantic
 import pytest
 import yaml
 from kubernetes.client import ApiClient, V1Pod
-from toolpaths import tool
+from support.toolpaths import tool
 
 from tokensvc.cluster.jobs import JobRequest, MountRequest, parse_job_request
 from tokensvc.cluster.launcher import LaunchRefused, build_manifest, build_pod, pod_manifest

@@ -175,7 +175,7 @@ def test_yaml_of_a_pod_is_readable_and_round_trips() -> None:
 def test_index_entries_read_back_as_the_record() -> None:
     record = record_from_manifest(pod())
     for decision_id in (None, "d-1", "a,b/c%d é 😀", "..", ""):
-        r = record._replace(decision_id=decision_id, priority=None)
+        r = dataclasses.replace(record, decision_id=decision_id, priority=None)
         entry = entry_name(r)
         assert "/" not in entry and entry not in (".", "..")
         assert record_from_entry(entry) == r

@@ -21,6 +21,8 @@ from tokensvc.core.token import (
     NONCE_LEN,
     TAG_LEN,
     VERSION,
+    VERSION_V1,
+    Sealer,
     _seal_with_nonce,
     decode_claims,
     encode_claims,
@@ -64,7 +66,7 @@ def test_round_trip(ring: KeyRing, token: str) -> None:
 def test_token_is_url_safe_text_with_fixed_header(ring: KeyRing, token: str) -> None:
     assert re.fullmatch(r"[A-Za-z0-9_-]+", token)
     raw = unb64(token)
-    assert raw[0] == VERSION == 1
+    assert raw[0] == VERSION == 2
     assert raw[1:HEADER_LEN] == ring.active.key_id_bytes
     assert len(raw) == CIPHERTEXT_OFFSET + len(encode_claims(make_claims())) + TAG_LEN
 
@@ -152,7 +154,7 @@ def test_same_key_id_other_secret_is_rejected(ring: KeyRing) -> None:
     assert_invalid(seal(make_claims(), impostor), ring)
 
 
-@pytest.mark.parametrize("version", [0, 2, 255])
+@pytest.mark.parametrize("version", [0, 3, 255])
 def test_other_versions_are_rejected(ring: KeyRing, token: str, version: int) -> None:
     raw = unb64(token)
     assert_invalid(b64(bytes((version,)) + raw[1:]), ring)
@@ -181,31 +183,84 @@ def test_authentic_but_malformed_plaintext_is_invalid(ring: KeyRing) -> None:
         assert_invalid(b64(header + nonce + sealed), ring)
 
 
-def test_claims_encoding_is_fixed(ring: KeyRing) -> None:
-    data = encode_claims(make_claims())
-    assert data.hex() == (
-        "00112233445566778899aabbccddeeff"  # token id
-        "000000006955b900"  # issued_at
-        "000000006955ba2c"  # expires_at
-        "000003e9"  # uid 1001
-        "000003e9"  # gid 1001
-        "05616c696365"  # user "alice"
-        "03756e31"  # host "un1"
-        "03777363"  # realm "wsc"
-        "00000002"  # 2 groups
-        "00000064000007d1"  # 100, 2001
-    )
-    assert decode_claims(data) == make_claims()
+V1_FIELDS = (
+    "00112233445566778899aabbccddeeff"  # token id
+    "000000006955b900"  # issued_at
+    "000000006955ba2c"  # expires_at
+    "000003e9"  # uid 1001
+    "000003e9"  # gid 1001
+)
+V1_TAIL = (
+    "05616c696365"  # user "alice"
+    "03756e31"  # host "un1"
+    "03777363"  # realm "wsc"
+    "00000002"  # 2 groups
+    "00000064000007d1"  # 100, 2001
+)
+BINDING = "5e" * 32
 
 
-def test_decode_claims_rejects_every_truncation_and_extension() -> None:
-    data = encode_claims(make_claims(user="", host="h", realm="r", groups=()))
-    assert len(data) == MIN_CLAIMS_LEN
+def test_claims_encoding_v1_is_fixed() -> None:
+    data = encode_claims(make_claims(), VERSION_V1)
+    assert data.hex() == V1_FIELDS + V1_TAIL
+    assert decode_claims(data, VERSION_V1) == make_claims()
+
+
+def test_claims_encoding_v2_is_fixed() -> None:
+    unbound = encode_claims(make_claims())
+    assert unbound.hex() == V1_FIELDS + "00" + V1_TAIL
+    assert decode_claims(unbound) == make_claims()
+    bound = encode_claims(make_claims(binding=BINDING))
+    assert bound.hex() == V1_FIELDS + "20" + BINDING + V1_TAIL
+    assert decode_claims(bound) == make_claims(binding=BINDING)
+
+
+def test_v1_cannot_carry_a_binding(ring: KeyRing) -> None:
+    with pytest.raises(ValueError, match="version 1"):
+        encode_claims(make_claims(binding=BINDING), VERSION_V1)
+    with pytest.raises(ValueError, match="version"):
+        encode_claims(make_claims(), 3)
+    with pytest.raises(ValueError, match="version"):
+        Sealer(ring.active, version=0)
+
+
+@pytest.mark.parametrize("size", [1, 16, 31, 33, 64, 255])
+def test_v2_binding_is_absent_or_exactly_32_bytes(size: int) -> None:
+    data = bytes.fromhex(V1_FIELDS) + bytes((size,)) + b"\x5e" * size + bytes.fromhex(V1_TAIL)
+    with pytest.raises(ValueError):
+        decode_claims(data)
+
+
+@pytest.mark.parametrize("version", [VERSION_V1, VERSION])
+def test_decode_claims_rejects_every_truncation_and_extension(version: int) -> None:
+    data = encode_claims(make_claims(user="", host="h", realm="r", groups=()), version)
+    assert len(data) == MIN_CLAIMS_LEN + (version == VERSION)
     for n in range(len(data)):
         with pytest.raises(ValueError):
-            decode_claims(data[:n])
+            decode_claims(data[:n], version)
     with pytest.raises(ValueError):
-        decode_claims(data + b"\x00")
+        decode_claims(data + b"\x00", version)
+
+
+def test_v1_tokens_still_open_unbound(ring: KeyRing) -> None:
+    token = _seal_with_nonce(make_claims(), ring.active, bytes(12), version=VERSION_V1)
+    assert unb64(token)[0] == 1
+    claims, _ = open_token(token, ring)
+    assert claims == make_claims()
+    assert claims.binding is None
+
+
+def test_a_binding_round_trips_and_is_authenticated(ring: KeyRing) -> None:
+    token = seal(make_claims(binding=BINDING), ring.active)
+    assert open_token(token, ring)[0].binding == BINDING
+    raw = bytearray(unb64(token))
+    raw[CIPHERTEXT_OFFSET + 41] ^= 1  # a bit of the binding
+    assert_invalid(b64(bytes(raw)), ring)
+
+
+def test_a_version_swap_fails_the_tag(ring: KeyRing, token: str) -> None:
+    raw = unb64(token)
+    assert_invalid(b64(bytes((VERSION_V1,)) + raw[1:]), ring)
 
 
 def test_decode_claims_rejects_invalid_utf8() -> None:
@@ -220,6 +275,7 @@ def test_largest_claims_fit_max_token_len(ring: KeyRing) -> None:
         host="h" * MAX_TEXT_BYTES,
         realm="r" * MAX_TEXT_BYTES,
         groups=tuple(range(MAX_GROUPS)),
+        binding=BINDING,
     )
     assert len(encode_claims(big)) == MAX_CLAIMS_LEN
     token = seal(big, ring.active)

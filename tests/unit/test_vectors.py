@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from tokensvc.core import errors
 from tokensvc.core.claims import Claims
+from tokensvc.core.digest import canonical_json, request_digest
 from tokensvc.core.errors import KeyFileError
 from tokensvc.core.keys import Key, KeyRing
 from tokensvc.core.replay import MemoryReplayCache
@@ -20,7 +22,7 @@ from tokensvc.core.validate import TokenValidator
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTOR_DIR = ROOT / "tests" / "vectors"
-FILES = sorted(VECTOR_DIR.glob("token_v1_*.json"))
+FILES = sorted(VECTOR_DIR.glob("token_v*.json"))
 KEYRING = json.loads((VECTOR_DIR / "keyring_v1.json").read_text(encoding="utf-8"))
 
 
@@ -46,14 +48,29 @@ IDS = [case["description"] for _, case in CASES]
 
 def _ring(document: dict[str, Any]) -> KeyRing:
     return KeyRing(
-        tuple(Key(k["key_id"], bytes.fromhex(k["secret"]), k["state"]) for k in document["keys"])
+        tuple(
+            Key(
+                k["key_id"],
+                bytes.fromhex(k["secret"]),
+                k["state"],
+                not_before=k.get("not_before"),
+                not_after=k.get("not_after"),
+            )
+            for k in document["keys"]
+        )
     )
 
 
 def test_vector_files_exist() -> None:
     names = {p.name for p in VECTOR_DIR.glob("*.json")}
-    assert names == {"token_v1_valid.json", "token_v1_invalid.json", "keyring_v1.json"}
-    assert len(CASES) > 30
+    assert names == {
+        "token_v1_valid.json",
+        "token_v1_invalid.json",
+        "token_v2_valid.json",
+        "token_v2_invalid.json",
+        "keyring_v1.json",
+    }
+    assert len(CASES) > 60
 
 
 def test_keyring_vector_both_ways() -> None:
@@ -67,6 +84,28 @@ def test_keyring_vector_both_ways() -> None:
         for k in KEYRING["keys"]
     )
     assert KeyRing(keys).to_bytes().decode("ascii") == KEYRING["text"]
+
+
+def test_windowed_keyring_vector_both_ways() -> None:
+    windowed = KEYRING["windowed"]
+    ring = KeyRing.parse(windowed["text"].encode("ascii"))
+    fields = ("key_id", "state", "created", "not_before", "not_after")
+    assert [
+        {**{f: getattr(k, f) for f in fields}, "secret": k.secret.hex()} for k in ring.keys
+    ] == windowed["keys"]
+    keys = tuple(
+        Key(
+            k["key_id"],
+            bytes.fromhex(k["secret"]),
+            k["state"],
+            k["created"],
+            k["not_before"],
+            k["not_after"],
+        )
+        for k in windowed["keys"]
+    )
+    assert KeyRing(keys).to_bytes().decode("ascii") == windowed["text"]
+    assert windowed["text"].startswith(KEYRING["text"])  # windowless lines are unchanged
 
 
 @pytest.mark.parametrize(
@@ -104,8 +143,20 @@ def test_sealing_the_inputs_gives_the_token(document: dict[str, Any], case: dict
         key,
         bytes.fromhex(seal["nonce"]),
         max_ttl=seal.get("max_ttl", document["max_ttl"]),
+        version=seal["version"],
     )
     assert token == case["token"]
+
+
+@pytest.mark.parametrize(
+    ("document", "case"),
+    [c for c in CASES if "request" in c[1]],
+    ids=[c[1]["description"] for c in CASES if "request" in c[1]],
+)
+def test_request_digests_are_canonical(document: dict[str, Any], case: dict[str, Any]) -> None:
+    request = case["request"]
+    assert canonical_json(request["document"]).decode("utf-8") == request["canonical_json"]
+    assert request_digest(request["document"]) == request["digest"]
 
 
 @pytest.mark.parametrize(("document", "case"), CASES, ids=IDS)
@@ -119,17 +170,31 @@ def test_opening_the_token_gives_the_expected_result(
         replay=MemoryReplayCache(),
         max_ttl=document["max_ttl"],
         skew=document["skew"],
+        key_grace=document.get("key_grace"),
     )
+    request = case.get("request")
+
+    def validate() -> Claims:
+        if request is None:
+            return validator.validate(case["token"], now=case["now"])
+        return validator.validate(
+            case["token"],
+            now=case["now"],
+            request_digest=request["digest"],
+            unbound_allowed=request["unbound_allowed"],
+        )
+
     expect = case["expect"]
     for _ in range(case.get("repeat", 1) - 1):
-        validator.validate(case["token"], now=case["now"])
+        with contextlib.suppress(errors.TokenRejected):  # only the last result is judged
+            validate()
     if "claims" in expect:
-        claims = validator.validate(case["token"], now=case["now"])
+        claims = validate()
         assert claims.to_dict() == expect["claims"]
         assert open_token(case["token"], ring)[1].key_id == expect["key_id"]
     else:
         error_type = getattr(errors, expect["error"])
         with pytest.raises(errors.TokenServiceError) as info:
-            validator.validate(case["token"], now=case["now"])
+            validate()
         assert type(info.value) is error_type
         assert info.value.exit_code == expect["exit_code"]

@@ -1,19 +1,18 @@
-"""Cluster management HTTP API: a small ASGI application on uvicorn, thin over the service.
+"""Cluster management HTTP API: Starlette routes on uvicorn, thin over the service.
 
 Everything runs on one event loop (uvloop): the body is read, the token
-validated, OPA asked (asynchronous client) and the pod manifest built
-there; only blocking steps (the spool write, the Kubernetes API, audit
-lines) go to the service's bounded worker pool, one hop per request. The
-routes are matched here directly rather than by a framework's router: a
-handful of fixed paths, and every microsecond on this path is paid once per
-submit (Starlette's routing, request and response objects cost ~75 us).
+validated, OPA asked (asynchronous client) and the pod manifest built there;
+only blocking steps (the spool write, the Kubernetes API, audit lines) go to
+the service's bounded thread pool.
 
 Status codes: 201/200 success; 400 unreadable body; 401 token (a generic body
 for anything before authentication, the reason after it); 403 policy denial
 with every reason; 404 no such job (or no such path); 405 method not allowed;
-409 the submit token was used before; 413 body too large; 422 schema
-violations, each listed; 503 OPA or the submitter could not give an answer
-(fail closed: nothing was created).
+409 the submit token was used before; 413 body too large; 415 a body that is
+not ``application/json``; 422 schema violations, each listed; 431 request head
+too large; 503 OPA or the submitter could not give an answer, or the server is
+at its limit of requests in flight (fail closed: nothing was created). Every
+error body carries ``code`` and ``error`` from :mod:`tokensvc.core.errors`.
 """
 
 from __future__ import annotations
@@ -23,16 +22,21 @@ import gc
 import json
 import logging
 import os
-import re
 import secrets
 import signal
-import sys
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Final, TextIO
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
+from tokensvc.cluster.audit import audit_line, configure_audit_log
+from tokensvc.cluster.http_limits import InFlightLimit, ServerLimits, guarded_protocol
 from tokensvc.cluster.jobs import (
     MAX_BODY_BYTES,
     is_job_name,
@@ -41,7 +45,7 @@ from tokensvc.cluster.jobs import (
 )
 from tokensvc.cluster.opa import ACTIONS, OpaClient
 from tokensvc.cluster.openapi import OPENAPI
-from tokensvc.cluster.service import AUDIT_LOGGER, AdmissionService, audit_line
+from tokensvc.cluster.service import Acted, AdmissionService, Submitted
 from tokensvc.cluster.submitters import (
     KubernetesSubmitter,
     SpoolSubmitter,
@@ -52,13 +56,14 @@ from tokensvc.core.config import Settings
 from tokensvc.core.errors import (
     BodyTooLarge,
     InvalidRequest,
-    InvalidToken,
     MalformedBody,
+    MethodNotAllowed,
     NotFound,
     PolicyDenied,
     PolicyUnavailable,
     SubmitFailed,
     TokenServiceError,
+    UnsupportedMediaType,
 )
 from tokensvc.core.keys import KeyRing
 from tokensvc.core.replay import MemoryReplayCache
@@ -66,103 +71,25 @@ from tokensvc.core.validate import TokenValidator
 
 log = logging.getLogger("tokensvc.cluster.app")
 
-# ASGI's three arguments (https://asgi.readthedocs.io/): plain dicts.
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
-
 MAX_TOKEN_CHARS: Final = 8192  # a token is a few hundred characters
 REQUEST_ID_HEADER: Final = "X-Request-Id"
 
-_JSON: Final = b"application/json"
-_BEARER: Final = ((b"www-authenticate", b"Bearer"),)
-# /v1/jobs, /v1/jobs/{job_id}, /v1/jobs/{job_id}/priority ({job_id}: one path segment).
-_JOB_ROUTES: Final = re.compile(r"/v1/jobs(?:/(?P<job_id>[^/]+)(?P<priority>/priority)?)?")
-# (route, method) -> action; the action names the handler, the metric and the policy query.
-_JOB_ACTIONS: Final = {
-    ("jobs", "POST"): "submit",
-    ("jobs", "GET"): "list",
-    ("job", "GET"): "get",
-    ("job", "DELETE"): "cancel",
-    ("priority", "PUT"): "set_priority",
-}
-_ALLOW: Final = {"jobs": b"GET, POST", "job": b"DELETE, GET", "priority": b"PUT"}
+Endpoint = Callable[[Request], Awaitable[Response]]
+# A job API handler: the request and its request id in, the answer out.
+JobHandler = Callable[[Request, str], Awaitable[Response]]
 
 
-class _ClientGone(Exception):
-    """The client disconnected before its body arrived: nobody to answer."""
+# --- answers --------------------------------------------------------------------------
 
 
-def _render(body: object) -> bytes:
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    headers: Headers | tuple[tuple[bytes, bytes], ...] = (),
-    content_type: bytes = _JSON,
-) -> None:
-    start = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *headers]
-    await send({"type": "http.response.start", "status": status, "headers": start})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    """The first value of a header (uvicorn gives names in lower case)."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
-
-
-def _bearer(scope: Scope) -> str:
-    """The token from ``Authorization: Bearer …``; InvalidToken for anything else."""
-    header = (_header(scope, b"authorization") or b"").decode("latin-1")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_CHARS:
-        raise InvalidToken
-    return token
-
-
-async def _read_json(scope: Scope, receive: Receive, limit: int) -> object:
-    """The request body as JSON, refused beyond ``limit`` bytes before it is all read."""
-    declared = _header(scope, b"content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise BodyTooLarge([f"request body larger than {limit} bytes"])
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge([f"request body larger than {limit} bytes"])
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    try:
-        return json.loads(b"".join(chunks))
-    except (ValueError, RecursionError) as err:  # bad JSON or UTF-8; absurd nesting
-        raise MalformedBody(["request body is not JSON"]) from err
-
-
-# What a job handler returns: status, JSON body, extra headers.
-_Answer = tuple[int, dict[str, Any], tuple[tuple[bytes, bytes], ...]]
-
-
-def _error_body(err: TokenServiceError) -> _Answer:
-    """The answer to an error: its status and ``code`` from the error table, and its details."""
+def _error_body(err: TokenServiceError) -> dict[str, Any]:
+    """The body of an error's answer: its ``code`` from the error table, and its details."""
     body: dict[str, Any] = {"code": err.code, "error": str(err)}
     if isinstance(err, PolicyDenied):
         body.update(error="denied by policy", reasons=list(err.reasons))
         body["decision_id"] = err.decision_id
+    elif isinstance(err, MethodNotAllowed):
+        body["error"] = "method not allowed"
     elif isinstance(err, InvalidRequest):
         body.update(error="invalid request", reasons=list(err.reasons))
     elif isinstance(err, SubmitFailed):
@@ -171,164 +98,278 @@ def _error_body(err: TokenServiceError) -> _Answer:
         body["created"] = False  # refused before anything was stored
     elif isinstance(err, NotFound):
         body["error"] = "no such job"
-    headers = _BEARER if err.http_status == 401 else ()
-    return err.http_status, body, headers
+    return body
 
 
-class App:
-    """The ASGI application around one :class:`AdmissionService`."""
+def _error(err: TokenServiceError, headers: dict[str, str] | None = None) -> Response:
+    """The answer to an error: status from the error table; 401 names the Bearer scheme."""
+    extra = dict(headers or {})
+    if err.http_status == 401:
+        extra["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(_error_body(err), err.http_status, headers=extra)
 
-    def __init__(self, service: AdmissionService, *, max_body: int = MAX_BODY_BYTES) -> None:
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no route for the path, or not for the method) in our format."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 404:
+        return JSONResponse({"code": NotFound.code, "error": "not found"}, 404)
+    if status == 405 and isinstance(exc, HTTPException):
+        # Starlette lists a route's methods in set order and with HEAD; ours
+        # are the documented ones, sorted (HEAD works wherever GET does).
+        offered = (exc.headers or {}).get("Allow", "").split(", ")
+        allow = ", ".join(sorted(m for m in offered if m and m != "HEAD"))
+        return _error(MethodNotAllowed(["method not allowed"]), {"Allow": allow})
+    return JSONResponse({"code": "internal", "error": "internal error"}, status)
+
+
+def _route(path: str, **handlers: Endpoint) -> Route:
+    """A route whose methods are ``handlers``' keys (HEAD answers as GET); others get 405."""
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return Route(path, endpoint, methods=list(handlers))
+
+
+# --- request parts ----------------------------------------------------------------------
+
+
+def _bearer(request: Request) -> str | None:
+    """The token from ``Authorization: Bearer …``; None when there is no usable one."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_CHARS:
+        return None
+    return token
+
+
+async def _read_json(request: Request, limit: int, timeout: float) -> object:
+    """The request body as JSON: ``application/json``, at most ``limit`` bytes, within ``timeout``.
+
+    A body beyond the limit is refused before it is all read.
+    """
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType(["request body must be application/json"])
+    too_large = BodyTooLarge([f"request body larger than {limit} bytes"])
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+    except TimeoutError as err:
+        raise MalformedBody([f"request body not received within {timeout:g} s"]) from err
+    try:
+        return json.loads(b"".join(chunks))
+    except (ValueError, RecursionError) as err:  # bad JSON or UTF-8; absurd nesting
+        raise MalformedBody(["request body is not JSON"]) from err
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_text(doc: object, where: str) -> Iterator[str]:
+    """Where ``doc`` holds a string that is not Unicode text (a lone surrogate)."""
+    if isinstance(doc, str):
+        if not _is_text(doc):
+            yield where or "body"
+    elif isinstance(doc, dict):
+        for key, value in doc.items():
+            if not _is_text(key):
+                yield f"a key in {where or 'body'}"
+            else:
+                yield from _not_text(value, f"{where}.{key}" if where else key)
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            yield from _not_text(value, f"{where}[{i}]")
+
+
+def require_text(doc: object) -> None:
+    """Refuse (422) a decoded body with strings that are not Unicode text.
+
+    JSON's ``\\ud800`` escapes decode to lone surrogates, which no UTF-8
+    store, YAML file or API server can hold: they are refused before the
+    request reaches the policy or the store.
+    """
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")  # one pass in C for the usual case
+    except UnicodeEncodeError:
+        reasons = [f"{where}: not valid Unicode (lone surrogate)" for where in _not_text(doc, "")]
+        raise InvalidRequest(reasons) from None
+
+
+def _job_name(job_id: str) -> str:
+    # Checked before the token: a malformed id is 404 without a policy query.
+    if not is_job_name(job_id):
+        raise NotFound(job_id)
+    return job_id
+
+
+# --- the job API ------------------------------------------------------------------------
+
+
+class JobApi:
+    """The ``/v1/jobs`` handlers around one :class:`AdmissionService`."""
+
+    def __init__(self, service: AdmissionService, *, max_body: int, body_timeout: float) -> None:
         self.service = service
         self.max_body = max_body
-        metrics = service.metrics
-        # Histogram children looked up once: ``labels()`` costs a lock and a dict walk.
-        self._seconds = {action: metrics.request_seconds.labels(action) for action in ACTIONS}
-        self._handlers: dict[str, Callable[[Scope, Receive, str, str], Awaitable[_Answer]]] = {
-            "submit": self._submit,
-            "list": self._list,
-            "get": self._get,
-            "cancel": self._cancel,
-            "set_priority": self._set_priority,
+        self.body_timeout = body_timeout
+        # Histogram children looked up once: ``labels()`` takes a lock and walks a dict.
+        self._seconds = {
+            action: service.metrics.request_seconds.labels(action) for action in ACTIONS
         }
-        self._operations: dict[str, Callable[[Send], Awaitable[None]]] = {
-            "/healthz": self._healthz,
-            "/readyz": self._readyz,
-            "/metrics": self._metrics,
-            "/openapi.json": self._openapi,
-        }
-        self._openapi_body = _render(OPENAPI)  # a constant: rendered once
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return  # lifespan is off and websockets are not served (uvicorn ws="none")
-        path: str = scope["path"]
-        # HEAD is GET without a body (uvicorn drops the body of a HEAD answer).
-        method = "GET" if scope["method"] == "HEAD" else scope["method"]
-        match = _JOB_ROUTES.fullmatch(path)
-        if match is not None:
-            job_id = match["job_id"] or ""
-            route = "jobs" if not job_id else "priority" if match["priority"] else "job"
-            action = _JOB_ACTIONS.get((route, method))
-            if action is None:
-                await self._not_allowed(send, _ALLOW[route])
-            else:
-                await self._job_call(action, job_id, scope, receive, send)
-            return
-        operation = self._operations.get(path)
-        if operation is None:
-            await _respond(send, 404, b'{"error":"not found"}')
-        elif method != "GET":
-            await self._not_allowed(send, b"GET")
-        else:
-            await operation(send)
+    def endpoint(self, action: str, handler: JobHandler) -> Endpoint:
+        """``handler`` with a request id, its latency metric, and every error as its answer."""
+        seconds = self._seconds[action]
 
-    @staticmethod
-    async def _not_allowed(send: Send, allow: bytes) -> None:
-        await _respond(send, 405, b'{"error":"method not allowed"}', ((b"allow", allow),))
+        async def call(request: Request) -> Response:
+            request_id = secrets.token_hex(8)
+            started = time.perf_counter()
+            try:
+                response = await handler(request, request_id)
+            except ClientDisconnect:
+                return Response(status_code=400)  # nobody is left to read it
+            except TokenServiceError as err:
+                response = _error(err)
+            except Exception as err:  # noqa: BLE001 (answered 500 and logged by type, see below)
+                # The type only: a message could carry request data, which never goes to a log.
+                log.error("request %s failed: %s", request_id, type(err).__name__)
+                response = JSONResponse({"code": "internal", "error": "internal error"}, 500)
+            response.headers[REQUEST_ID_HEADER] = request_id
+            seconds.observe(time.perf_counter() - started)
+            return response
 
-    async def _job_call(
-        self, action: str, job_id: str, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        """One job API call: request id, latency metric, every error mapped to its status."""
-        request_id = secrets.token_hex(8)
-        started = time.perf_counter()
-        try:
-            status, body, headers = await self._handlers[action](scope, receive, request_id, job_id)
-        except _ClientGone:
-            return
-        except TokenServiceError as err:
-            status, body, headers = _error_body(err)
-        except Exception as err:  # noqa: BLE001 (answered 500 and logged by type, see below)
-            # The type only: a message could carry request data (invariant 7).
-            log.error("request %s failed: %s", request_id, type(err).__name__)
-            status, body, headers = 500, {"error": "internal error"}, ()
-        request_header = (REQUEST_ID_HEADER.lower().encode(), request_id.encode())
-        await _respond(send, status, _render(body), (*headers, request_header))
-        self._seconds[action].observe(time.perf_counter() - started)
+        return call
 
-    async def _caller(self, scope: Scope, request_id: str) -> Claims:
-        """The claims of the bearer token (validated on the loop: pure CPU)."""
-        try:
-            token = _bearer(scope)
-        except InvalidToken:
-            self.service.metrics.auth_failures.labels("invalid").inc()
-            raise
-        return await self.service.authenticate(token, request_id=request_id)
+    async def _caller(self, request: Request, request_id: str) -> Claims:
+        return await self.service.authenticate(_bearer(request), request_id=request_id)
 
-    @staticmethod
-    def _job_name(job_id: str) -> str:
-        # Checked before the token: a malformed id is 404 without a policy query.
-        if not is_job_name(job_id):
-            raise NotFound(job_id)
-        return job_id
+    async def _body(self, request: Request) -> object:
+        return await _read_json(request, self.max_body, self.body_timeout)
 
-    # --- job API ---------------------------------------------------------------------
-
-    async def _submit(self, scope: Scope, receive: Receive, request_id: str, _: str) -> _Answer:
-        body = await _read_json(scope, receive, self.max_body)
-        claims = await self._caller(scope, request_id)
+    async def submit(self, request: Request, request_id: str) -> Response:
+        body = await self._body(request)
+        claims = await self._caller(request, request_id)
         # Schema checks after authentication: strangers learn nothing.
-        request = parse_job_request(body)
-        done = await self.service.submit(claims, request, request_id=request_id)
-        payload = {"job": done.job.to_json(), "decision_id": done.decision_id, "pod": done.pod}
-        return 201, payload, ((b"location", f"/v1/jobs/{done.job.name}".encode()),)
+        require_text(body)
+        job = parse_job_request(body)
+        return await self.service.submit(claims, job, request_id=request_id, answer=_created)
 
-    async def _list(self, scope: Scope, receive: Receive, request_id: str, _: str) -> _Answer:
-        claims = await self._caller(scope, request_id)
+    async def list(self, request: Request, request_id: str) -> Response:
+        claims = await self._caller(request, request_id)
         done = await self.service.list(claims, request_id=request_id)
         jobs = [j.to_json() for j in done.jobs]
-        return 200, {"jobs": jobs, "decision_id": done.decision_id}, ()
+        return JSONResponse({"jobs": jobs, "decision_id": done.decision_id})
 
-    async def _get(self, scope: Scope, receive: Receive, request_id: str, job_id: str) -> _Answer:
-        name = self._job_name(job_id)
-        claims = await self._caller(scope, request_id)
+    async def get(self, request: Request, request_id: str) -> Response:
+        name = _job_name(request.path_params["job_id"])
+        claims = await self._caller(request, request_id)
         done = await self.service.get(claims, name, request_id=request_id)
-        return 200, {"job": done.job.to_json(), "decision_id": done.decision_id}, ()
+        return _job_answer(done)
 
-    async def _cancel(
-        self, scope: Scope, receive: Receive, request_id: str, job_id: str
-    ) -> _Answer:
-        name = self._job_name(job_id)
-        claims = await self._caller(scope, request_id)
-        done = await self.service.cancel(claims, name, request_id=request_id)
-        payload = {"job": done.job.to_json(), "cancelled": True, "decision_id": done.decision_id}
-        return 200, payload, ()
+    async def cancel(self, request: Request, request_id: str) -> Response:
+        name = _job_name(request.path_params["job_id"])
+        claims = await self._caller(request, request_id)
+        return await self.service.cancel(claims, name, request_id=request_id, answer=_cancelled)
 
-    async def _set_priority(
-        self, scope: Scope, receive: Receive, request_id: str, job_id: str
-    ) -> _Answer:
-        name = self._job_name(job_id)
-        body = await _read_json(scope, receive, self.max_body)
-        claims = await self._caller(scope, request_id)
+    async def set_priority(self, request: Request, request_id: str) -> Response:
+        name = _job_name(request.path_params["job_id"])
+        body = await self._body(request)
+        claims = await self._caller(request, request_id)
         priority = parse_priority_body(body)
-        done = await self.service.set_priority(claims, name, priority, request_id=request_id)
-        return 200, {"job": done.job.to_json(), "decision_id": done.decision_id}, ()
+        return await self.service.set_priority(
+            claims, name, priority, request_id=request_id, answer=_job_answer
+        )
 
-    # --- operations ------------------------------------------------------------------
 
-    async def _healthz(self, send: Send) -> None:
-        await _respond(send, 200, b'{"status":"ok"}')
+def _created(done: Submitted) -> Response:
+    payload = {"job": done.job.to_json(), "decision_id": done.decision_id, "pod": done.pod}
+    return JSONResponse(payload, 201, headers={"Location": f"/v1/jobs/{done.job.name}"})
 
-    async def _readyz(self, send: Send) -> None:
+
+def _job_answer(done: Acted) -> Response:
+    return JSONResponse({"job": done.job.to_json(), "decision_id": done.decision_id})
+
+
+def _cancelled(done: Acted) -> Response:
+    payload = {"job": done.job.to_json(), "cancelled": True, "decision_id": done.decision_id}
+    return JSONResponse(payload)
+
+
+# --- operations -------------------------------------------------------------------------
+
+
+def _operations(service: AdmissionService) -> list[Route]:
+    openapi = JSONResponse(OPENAPI).body  # a constant: rendered once
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
         # Ready only once OPA has activated its (signed) bundle: before that
         # every decision would be undefined, i.e. a 503.
-        if await self.service.opa.ready():
-            await _respond(send, 200, b'{"status":"ready"}')
-        else:
-            await _respond(send, 503, b'{"status":"not ready","opa":"bundle not activated"}')
+        if await service.opa.ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready", "opa": "bundle not activated"}, 503)
 
-    async def _metrics(self, send: Send) -> None:
-        text = generate_latest(self.service.metrics.registry)
-        await _respond(send, 200, text, content_type=CONTENT_TYPE_LATEST.encode())
+    async def metrics(request: Request) -> Response:
+        text = generate_latest(service.metrics.registry)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
-    async def _openapi(self, send: Send) -> None:
-        await _respond(send, 200, self._openapi_body)
+    async def openapi_json(request: Request) -> Response:
+        return Response(openapi, media_type="application/json")
+
+    return [
+        _route("/healthz", GET=healthz),
+        _route("/readyz", GET=readyz),
+        _route("/metrics", GET=metrics),
+        _route("/openapi.json", GET=openapi_json),
+    ]
 
 
-def create_app(service: AdmissionService, *, max_body: int = MAX_BODY_BYTES) -> App:
-    """The ASGI application (uvicorn serves it; tests may too)."""
-    return App(service, max_body=max_body)
+def create_app(
+    service: AdmissionService,
+    *,
+    max_body: int = MAX_BODY_BYTES,
+    limits: ServerLimits | None = None,
+) -> InFlightLimit:
+    """The ASGI application: the job API and the operations endpoints, at most
+    ``limits.max_in_flight`` requests at once (uvicorn serves it; so do the tests)."""
+    limits = limits or ServerLimits()
+    api = JobApi(service, max_body=max_body, body_timeout=limits.body_timeout)
+    routes = [
+        _route(
+            "/v1/jobs",
+            GET=api.endpoint("list", api.list),
+            POST=api.endpoint("submit", api.submit),
+        ),
+        _route(
+            "/v1/jobs/{job_id}",
+            GET=api.endpoint("get", api.get),
+            DELETE=api.endpoint("cancel", api.cancel),
+        ),
+        _route("/v1/jobs/{job_id}/priority", PUT=api.endpoint("set_priority", api.set_priority)),
+        *_operations(service),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+    app.router.redirect_slashes = False  # /v1/jobs/ is no path of ours, not a redirect
+    return InFlightLimit(app, limits.max_in_flight)
 
 
 # --- process wiring ----------------------------------------------------------------------
@@ -368,17 +409,6 @@ def build_service(settings: Settings) -> AdmissionService:
 def _trusted_gid(settings: Settings) -> int | None:
     gid = settings.server.keyring_trusted_gid
     return None if gid < 0 else gid
-
-
-def configure_audit_log(stream: TextIO | None = None) -> None:
-    """Audit lines (one JSON object each) to stderr, unformatted."""
-    audit = logging.getLogger(AUDIT_LOGGER)
-    if not audit.handlers:
-        handler = logging.StreamHandler(stream or sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        audit.addHandler(handler)
-        audit.setLevel(logging.INFO)
-        audit.propagate = False
 
 
 def _reload_keys_on_sighup(
@@ -458,24 +488,27 @@ def serve(settings: Settings) -> None:
             "pid": os.getpid(),
         }
     )
+    limits = ServerLimits(max_in_flight=server.threads * 8)
     config = uvicorn.Config(
-        App(service, max_body=server.max_body),
+        create_app(service, max_body=server.max_body, limits=limits),
         host=server.bind,
         port=server.port,
-        http="httptools",
+        # uvicorn's httptools protocol with a head deadline, a head size cap
+        # and idle-connection shedding (tokensvc.cluster.http_limits).
+        http=guarded_protocol(limits),
         ws="none",
         interface="asgi3",
         lifespan="off",
         access_log=False,  # the audit log records every decision; no token is in a URL
         log_level="warning",
         server_header=False,
-        # No proxy in front whose X-Forwarded-* we would trust (and the
-        # middleware costs a few microseconds per request).
+        # No proxy in front whose X-Forwarded-* we would trust.
         proxy_headers=False,
-        timeout_keep_alive=30,
-        # Beyond this many open connections uvicorn answers 503 at once
-        # instead of queueing without bound.
-        limit_concurrency=server.threads * 8,
+        timeout_keep_alive=limits.keep_alive_timeout,
+        # Not uvicorn's limit_concurrency: it counts idle sockets as work, so
+        # idle connections would lock out real requests. Requests in flight
+        # are bounded by create_app, sockets by the protocol.
+        limit_concurrency=None,
         ssl_certfile=server.tls_cert or None,
         ssl_keyfile=server.tls_key or None,
     )
@@ -490,4 +523,4 @@ def serve(settings: Settings) -> None:
         runner.run(_serve(app_server, service, settings))
 
 
-__all__ = ["App", "build_service", "configure_audit_log", "create_app", "serve"]
+__all__ = ["JobApi", "build_service", "configure_audit_log", "create_app", "require_text", "serve"]

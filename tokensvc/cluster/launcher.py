@@ -171,7 +171,7 @@ def build_manifest(
     if len(groups) > MAX_SUPPLEMENTAL_GROUPS:
         raise LaunchRefused(f"more than {MAX_SUPPLEMENTAL_GROUPS} supplemental groups")
     # The kernel's view on the user node bounds every gid the job may carry:
-    # policy can only narrow it (invariant 1), never add a group.
+    # policy can only narrow it (no input of the caller names a group), never add one.
     member = {identity.gid, *identity.groups}
     if run_as.gid not in member or not member.issuperset(groups):
         raise LaunchRefused("decision grants a group the token's user is not in")

@@ -114,6 +114,10 @@ def _record_from_fields(fields: list[str]) -> JobRecord:
     )
 
 
+def _by_name(record: JobRecord) -> str:
+    return record.name
+
+
 class SpoolSubmitter:
     """One YAML manifest per job in a directory, listed through an index of file names.
 
@@ -318,10 +322,11 @@ class SpoolSubmitter:
             current[entry] = record
         self._records = current  # entries gone since are forgotten
         if owner_uid is None and projects is None:
-            return sorted(current.values())  # by name: a record's first field
+            return sorted(current.values(), key=_by_name)
         visible = set(projects or ())
         return sorted(
-            r for r in current.values() if r.owner_uid == owner_uid or r.project in visible
+            (r for r in current.values() if r.owner_uid == owner_uid or r.project in visible),
+            key=_by_name,
         )
 
     def delete(self, name: str) -> None:

@@ -22,7 +22,10 @@ MAX_TIME = 2**63 - 1  # times are unsigned 64-bit on the wire, kept in int64 ran
 MAX_GROUPS = 65536  # Linux NGROUPS_MAX: every kernel identity fits
 MAX_TEXT_BYTES = 255  # user, host, realm: UTF-8 bytes, one length byte on the wire
 
+BINDING_HEX_LEN = 64  # a request digest: SHA-256, as lowercase hex
+
 _TOKEN_ID = re.compile(r"[0-9a-f]{32}")
+_BINDING = re.compile(r"[0-9a-f]{64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1
 
 
@@ -46,6 +49,16 @@ def _check_text(name: str, value: object, *, allow_empty: bool) -> None:
         raise ValueError(f"{name} must not contain control characters")
 
 
+def is_token_id(value: object) -> bool:
+    """True for a token id as claims carry it: 32 lowercase hex digits (128 bits)."""
+    return isinstance(value, str) and _TOKEN_ID.fullmatch(value) is not None
+
+
+def is_binding(value: object) -> bool:
+    """True for a request digest as claims carry it: 64 lowercase hex digits (SHA-256)."""
+    return isinstance(value, str) and _BINDING.fullmatch(value) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class Claims:
     """Who a token speaks for, where it was minted, and when it is valid."""
@@ -59,6 +72,9 @@ class Claims:
     issued_at: int  # unix seconds
     expires_at: int  # unix seconds, > issued_at
     token_id: str  # 32 lowercase hex digits (128 random bits)
+    # The digest of the one request this token may be used for (core.digest),
+    # 64 lowercase hex digits; None for an unbound token (and every v1 token).
+    binding: str | None = None
 
     def __post_init__(self) -> None:
         _check_id("uid", self.uid)
@@ -82,6 +98,8 @@ class Claims:
             raise ValueError("expires_at must be after issued_at")
         if not isinstance(self.token_id, str) or not _TOKEN_ID.fullmatch(self.token_id):
             raise ValueError("token_id must be 32 lowercase hex digits")
+        if self.binding is not None and not is_binding(self.binding):
+            raise ValueError("binding must be None or 64 lowercase hex digits")
 
     @property
     def ttl(self) -> int:
@@ -101,12 +119,18 @@ class Claims:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """Every claim as JSON-ready values (for `tokensvc decode` and test vectors)."""
-        return {
+        """Every claim as JSON-ready values (for `tokensvc decode` and test vectors).
+
+        ``binding`` is present only for a bound token.
+        """
+        doc = {
             **self.to_identity(),
             "issued_at": self.issued_at,
             "expires_at": self.expires_at,
         }
+        if self.binding is not None:
+            doc["binding"] = self.binding
+        return doc
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Claims:
@@ -121,6 +145,7 @@ class Claims:
             issued_at=data["issued_at"],
             expires_at=data["expires_at"],
             token_id=data["token_id"],
+            binding=data.get("binding"),
         )
 
 
@@ -142,12 +167,14 @@ def new_claims(
     ttl: int = DEFAULT_TTL,
     now: float,
     max_ttl: int = MAX_TTL,
+    binding: str | None = None,
 ) -> Claims:
     """Fresh claims issued at ``now`` (floored to a second) with a random token id.
 
     ``groups`` is the kernel's list as given (order and duplicates do not
-    matter; it is stored sorted and unique). Raises ValueError for a ttl
-    outside 1..max_ttl or any value the token cannot carry.
+    matter; it is stored sorted and unique). ``binding`` is the digest of
+    the one request the token is for (None: unbound). Raises ValueError for
+    a ttl outside 1..max_ttl or any value the token cannot carry.
     """
     check_ttl(ttl, max_ttl)
     issued_at = int(now)
@@ -161,10 +188,12 @@ def new_claims(
         issued_at=issued_at,
         expires_at=issued_at + ttl,
         token_id=secrets.token_hex(16),
+        binding=binding,
     )
 
 
 __all__ = [
+    "BINDING_HEX_LEN",
     "DEFAULT_TTL",
     "MAX_GROUPS",
     "MAX_ID",
@@ -174,5 +203,7 @@ __all__ = [
     "MAX_TTL",
     "Claims",
     "check_ttl",
+    "is_binding",
+    "is_token_id",
     "new_claims",
 ]

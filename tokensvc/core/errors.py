@@ -18,8 +18,6 @@ docs/api.md and docs/operations.md print this table; a test holds them equal.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 EXIT_OK = 0
 EXIT_USAGE = 2  # argparse's own code for bad command lines
 
@@ -27,9 +25,9 @@ EXIT_USAGE = 2  # argparse's own code for bad command lines
 class TokenServiceError(Exception):
     """Root of every error tokensvc raises on purpose."""
 
-    exit_code: ClassVar[int] = 1
-    http_status: ClassVar[int] = 500
-    code: ClassVar[str] = "internal"
+    exit_code: int = 1
+    http_status: int = 500
+    code: str = "internal"
 
 
 # --- configuration and keys (local only: never an HTTP answer) ---------------------------
@@ -165,6 +163,14 @@ class SubmitFailed(TokenServiceError):
         self.created = created
 
 
+class ServerBusy(TokenServiceError):
+    """More requests are in flight than the server serves at once; nothing was done."""
+
+    exit_code = 8
+    http_status = 503
+    code = "busy"
+
+
 class ServerUnavailable(TokenServiceError):
     """The cluster management server could not be reached or failed (client side)."""
 
@@ -242,6 +248,20 @@ class KeyRetired(TokenRejected):
     code = "key_retired"
 
 
+class WrongRequest(TokenRejected):
+    """The token is bound to another request, or unbound where a bound one is required."""
+
+    exit_code = 16
+    code = "wrong_request"
+
+
+class KeyExpired(TokenRejected):
+    """The token was sealed with a key outside its validity window (not-before/not-after)."""
+
+    exit_code = 17
+    code = "key_expired"
+
+
 def _table() -> dict[str, type[TokenServiceError]]:
     seen: dict[str, type[TokenServiceError]] = {}
     pending: list[type[TokenServiceError]] = [TokenServiceError]
@@ -273,6 +293,7 @@ __all__ = [
     "InsecureKeyFile",
     "InvalidRequest",
     "InvalidToken",
+    "KeyExpired",
     "KeyFileError",
     "KeyRetired",
     "MalformedBody",
@@ -283,12 +304,14 @@ __all__ = [
     "PolicyDenied",
     "PolicyUnavailable",
     "Replayed",
+    "ServerBusy",
     "ServerUnavailable",
     "SubmitFailed",
     "TokenRejected",
     "TokenServiceError",
     "UnsupportedMediaType",
     "WrongRealm",
+    "WrongRequest",
     "error_for_code",
     "error_table",
 ]

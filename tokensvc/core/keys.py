@@ -6,11 +6,17 @@ rotation until their tokens expire) and *retired* keys (the secret is kept so
 a token sealed with it can still be authenticated and then rejected with
 ``KeyRetired`` rather than the opaque ``InvalidToken``).
 
+Any key may also have a validity window, ``not_before`` ≤ t < ``not_after``
+(unix seconds, each optional). The daemon mints only with an active key
+inside its window; the server opens only with a key inside its window,
+widened by a grace period (``validate.check_claims``).
+
 Pure part: ``Key``, ``KeyRing`` (parse/serialize, state changes return a new
-ring). I/O edge: ``KeyRing.load`` (MUNGE-style permission checks on the file
-and every parent directory) and the ``*_key`` / ``generate_keyring`` helpers
-behind ``tokensvc keygen`` and ``tokensvc keys ...``. The file format is in
-docs/token-format.md ("Key ring file").
+ring). I/O edge: ``KeyRing.load`` (the permission checks of
+:mod:`tokensvc.core.keyfile` on the file and every parent directory) and
+the ``*_key`` / ``generate_keyring`` helpers behind ``tokensvc keygen``
+and ``tokensvc keys ...``. The file format is in docs/token-format.md
+("Key ring file").
 """
 
 from __future__ import annotations
@@ -22,13 +28,13 @@ import logging
 import os
 import re
 import secrets
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal, TypedDict
 
-from tokensvc.core.errors import InsecureKeyFile, KeyFileError
+from tokensvc.core import keyfile
+from tokensvc.core.errors import KeyFileError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,8 @@ class KeyInfo(TypedDict):
     key_id: str
     state: KeyState
     created: int
+    not_before: int | None
+    not_after: int | None
 
 
 KEY_LEN = 32  # bytes: AES-256
@@ -53,6 +61,8 @@ RING_MAGIC = "tokensvc-keyring 1"
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 _SECRET = re.compile(r"[0-9a-f]{64}")
 _CREATED = re.compile(r"0|[1-9][0-9]{0,18}")
+_WINDOW_FIELDS = ("not-before", "not-after")  # optional, in this order, after the secret
+MAX_KEY_TIME = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -63,6 +73,8 @@ class Key:
     secret: bytes = field(repr=False)
     state: KeyState
     created: int = 0  # unix seconds, informational
+    not_before: int | None = None  # unix seconds: no token before this instant
+    not_after: int | None = None  # unix seconds: no token from this instant on
 
     def __post_init__(self) -> None:
         if not isinstance(self.key_id, str) or not _KEY_ID.fullmatch(self.key_id):
@@ -73,15 +85,37 @@ class Key:
             raise ValueError(f"state must be one of {', '.join(KEY_STATES)}")
         if type(self.created) is not int or self.created < 0:
             raise ValueError("created must be a non-negative integer")
+        for name in ("not_before", "not_after"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or not 0 <= value <= MAX_KEY_TIME):
+                raise ValueError(f"{name} must be None or an integer in 0..{MAX_KEY_TIME}")
+        if (
+            self.not_before is not None
+            and self.not_after is not None
+            and self.not_after <= self.not_before
+        ):
+            raise ValueError("not_after must be later than not_before")
 
     @property
     def key_id_bytes(self) -> bytes:
         """The key id as it appears in a token header."""
         return bytes.fromhex(self.key_id)
 
+    def in_window(self, now: float, grace: float = 0) -> bool:
+        """True if ``now`` is inside ``not_before - grace`` ≤ now < ``not_after + grace``."""
+        if self.not_before is not None and now < self.not_before - grace:
+            return False
+        return self.not_after is None or now < self.not_after + grace
+
     def describe(self) -> KeyInfo:
         """Everything about the key except its secret (for `tokensvc keys list`)."""
-        return {"key_id": self.key_id, "state": self.state, "created": self.created}
+        return {
+            "key_id": self.key_id,
+            "state": self.state,
+            "created": self.created,
+            "not_before": self.not_before,
+            "not_after": self.not_after,
+        }
 
 
 def new_key(state: KeyState = "active", *, now: float | None = None) -> Key:
@@ -108,8 +142,13 @@ class KeyRing:
 
     @property
     def active(self) -> Key:
-        """The key that mints."""
+        """The key that mints (when inside its window: see ``minting_key``)."""
         return next(k for k in self.keys if k.state == "active")
+
+    def minting_key(self, now: float) -> Key | None:
+        """The active key if ``now`` is inside its window, else None: nothing may mint."""
+        key = self.active
+        return key if key.in_window(now) else None
 
     def find(self, key_id: str) -> Key | None:
         """The key with this id, or None. Visits every key with a constant-time compare."""
@@ -136,13 +175,24 @@ class KeyRing:
 
     # --- state changes (pure: each returns a new ring) ------------------------
 
-    def with_new_key(self, state: KeyState = "accepted", *, now: float | None = None) -> KeyRing:
-        """Add a fresh key; ``state="active"`` makes it the active one (rotation)."""
+    def with_new_key(
+        self,
+        state: KeyState = "accepted",
+        *,
+        now: float | None = None,
+        not_before: int | None = None,
+        not_after: int | None = None,
+    ) -> KeyRing:
+        """Add a fresh key; ``state="active"`` makes it the active one (rotation).
+
+        ``not_before`` / ``not_after`` give it a validity window (KeyFileError
+        for an empty one).
+        """
         if len(self.keys) >= MAX_KEYS:
             raise KeyFileError(f"key ring already holds {MAX_KEYS} keys; remove retired ones")
-        key = new_key(state, now=now)
+        key = _windowed(new_key(state, now=now), not_before, not_after)
         while self.find(key.key_id) is not None:  # 2**-64 per key; cheap to rule out
-            key = new_key(state, now=now)
+            key = _windowed(new_key(state, now=now), not_before, not_after)
         old = self.keys
         if state == "active":
             old = tuple(replace(k, state="accepted") if k.state == "active" else k for k in old)
@@ -163,6 +213,12 @@ class KeyRing:
                 for k in self.keys
             )
         )
+
+    def with_window(self, key_id: str, *, not_before: int | None, not_after: int | None) -> KeyRing:
+        """Set (replace) the validity window of ``key_id``; None leaves that end open."""
+        target = self._require(key_id)
+        changed = _windowed(target, not_before, not_after)
+        return KeyRing(tuple(changed if k is target else k for k in self.keys))
 
     def with_retired(self, key_id: str) -> KeyRing:
         """Retire ``key_id``: its tokens authenticate, then fail with KeyRetired."""
@@ -187,7 +243,7 @@ class KeyRing:
             "# tokensvc key ring: SECRET, keep mode 0600 owned by root; copy to every node.",
             "# key_id state created secret",
         ]
-        lines += [f"{k.key_id} {k.state} {k.created} {k.secret.hex()}" for k in self.keys]
+        lines += [_key_line(k) for k in self.keys]
         return ("\n".join(lines) + "\n").encode("ascii")
 
     @classmethod
@@ -235,17 +291,56 @@ class KeyRing:
         group-readable, never group-writable: how Kubernetes hands a non-root
         pod a Secret (``fsGroup`` makes the file 0440 root:fsGroup).
         """
-        data, _ = _read_secure(
-            os.fspath(path), allow_insecure=allow_insecure, trusted_gid=trusted_gid
+        data, _ = keyfile.read_secure(
+            os.fspath(path),
+            max_size=MAX_RING_FILE_SIZE,
+            allow_insecure=allow_insecure,
+            trusted_gid=trusted_gid,
         )
         return cls.parse(data, source=os.fspath(path))
 
 
+def _windowed(key: Key, not_before: int | None, not_after: int | None) -> Key:
+    try:
+        return replace(key, not_before=not_before, not_after=not_after)
+    except ValueError as err:
+        raise KeyFileError(f"key {key.key_id}: {err}") from None
+
+
+def _key_line(key: Key) -> str:
+    """One key's line; a key without a window is written exactly as before windows existed."""
+    line = f"{key.key_id} {key.state} {key.created} {key.secret.hex()}"
+    if key.not_before is not None:
+        line += f" not-before={key.not_before}"
+    if key.not_after is not None:
+        line += f" not-after={key.not_after}"
+    return line
+
+
+def _parse_window(fields: list[str], where: str) -> dict[str, int]:
+    """``not-before=T`` and/or ``not-after=T``, each at most once, in that order."""
+    window: dict[str, int] = {}
+    allowed = list(_WINDOW_FIELDS)
+    for item in fields:
+        name, sep, value = item.partition("=")
+        if not sep or name not in allowed:
+            raise KeyFileError(
+                f"{where}: after the secret only 'not-before=T' then 'not-after=T' may follow"
+            )
+        if not _CREATED.fullmatch(value) or int(value) > MAX_KEY_TIME:
+            raise KeyFileError(f"{where}: {name} must be a non-negative integer (unix seconds)")
+        allowed = allowed[allowed.index(name) + 1 :]
+        window[name.replace("-", "_")] = int(value)
+    return window
+
+
 def _parse_key_line(line: str, where: str) -> Key:
     fields = line.split(" ")
-    if len(fields) != 4:
-        raise KeyFileError(f"{where}: expected 'key_id state created secret'")
-    key_id, state, created, secret = fields
+    if not 4 <= len(fields) <= 4 + len(_WINDOW_FIELDS) or "" in fields:
+        raise KeyFileError(
+            f"{where}: expected 'key_id state created secret [not-before=T] [not-after=T]'"
+        )
+    key_id, state, created, secret = fields[:4]
     if not _KEY_ID.fullmatch(key_id):
         raise KeyFileError(f"{where}: key id must be 16 lowercase hex digits")
     if state not in KEY_STATES:
@@ -254,152 +349,11 @@ def _parse_key_line(line: str, where: str) -> Key:
         raise KeyFileError(f"{where}: created must be a non-negative integer")
     if not _SECRET.fullmatch(secret):
         raise KeyFileError(f"{where}: secret must be 64 lowercase hex digits")
-    return Key(key_id, bytes.fromhex(secret), state, int(created))
-
-
-# --- permission checks (MUNGE's, see munged/path.c) ----------------------------
-
-
-def _perms(mode: int) -> str:
-    return f"{stat.S_IMODE(mode):04o}"
-
-
-def _owners(euid: int) -> str:
-    return "must be owned by root" if euid == 0 else f"must be owned by root or uid {euid}"
-
-
-def _file_problems(
-    path: str, st: os.stat_result, euid: int, trusted_gid: int | None = None
-) -> list[str]:
-    problems = []
-    if st.st_uid not in (euid, 0):
-        problems.append(f"key ring {path} is insecure: owned by uid {st.st_uid}, {_owners(euid)}")
-    group_bits = stat.S_IRGRP | stat.S_IWGRP
-    if trusted_gid is not None and st.st_gid == trusted_gid:
-        group_bits = stat.S_IWGRP  # the trusted group may read, never write
-    if st.st_mode & group_bits:
-        problems.append(
-            f"key ring {path} is insecure: readable or writable by group "
-            f"(perms={_perms(st.st_mode)})"
-        )
-    if st.st_mode & (stat.S_IROTH | stat.S_IWOTH):
-        problems.append(
-            f"key ring {path} is insecure: readable or writable by others "
-            f"(perms={_perms(st.st_mode)})"
-        )
-    return problems
-
-
-def _parent_problems(path: str, euid: int) -> list[str]:
-    """Problems with every directory from the file's parent up to /.
-
-    Paths are made absolute lexically; that equals the kernel's view because
-    any symlinked component is itself refused.
-    """
-    problems = []
-    directory = os.path.dirname(os.path.abspath(path))
-    while True:
-        try:
-            st = os.lstat(directory)
-        except OSError as err:
-            raise KeyFileError(f"cannot inspect directory {directory}: {err.strerror}") from None
-        where = f"directory {directory} (holding key ring {path})"
-        if stat.S_ISLNK(st.st_mode):
-            problems.append(f"{where} is insecure: it is a symlink; use the real path")
-        elif not stat.S_ISDIR(st.st_mode):
-            problems.append(f"{where} is not a directory")
-        else:
-            if st.st_uid not in (euid, 0):
-                problems.append(f"{where} is insecure: owned by uid {st.st_uid}, {_owners(euid)}")
-            sticky = bool(st.st_mode & stat.S_ISVTX)
-            if st.st_mode & stat.S_IWGRP and not sticky:
-                problems.append(
-                    f"{where} is insecure: writable by group without the sticky bit "
-                    f"(perms={_perms(st.st_mode)})"
-                )
-            if st.st_mode & stat.S_IWOTH and not sticky:
-                problems.append(
-                    f"{where} is insecure: writable by others without the sticky bit "
-                    f"(perms={_perms(st.st_mode)})"
-                )
-        parent = os.path.dirname(directory)
-        if parent == directory:
-            return problems
-        directory = parent
-
-
-def _refuse_or_warn(problems: list[str], *, allow_insecure: bool) -> None:
-    if not problems:
-        return
-    if not allow_insecure:
-        raise InsecureKeyFile(problems[0])
-    for problem in problems:
-        log.warning("INSECURE KEY RING ACCEPTED (allow_insecure override): %s", problem)
-
-
-def _read_secure(
-    path: str, *, allow_insecure: bool, trusted_gid: int | None = None
-) -> tuple[bytes, os.stat_result]:
-    """Check and read a key ring; returns its bytes and the stat of what was read."""
-    euid = os.geteuid()
-    _refuse_or_warn(_parent_problems(path, euid), allow_insecure=allow_insecure)
+    window = _parse_window(fields[4:], where)
     try:
-        lst = os.lstat(path)
-    except FileNotFoundError:
-        raise KeyFileError(f"key ring {path} does not exist") from None
-    except OSError as err:
-        raise KeyFileError(f"cannot inspect key ring {path}: {err.strerror}") from None
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO must not hang us
-    if stat.S_ISLNK(lst.st_mode):
-        _refuse_or_warn(
-            [f"key ring {path} is insecure: it is a symlink"], allow_insecure=allow_insecure
-        )
-    else:
-        flags |= os.O_NOFOLLOW
-    try:
-        fd = os.open(path, flags)
-    except OSError as err:
-        raise KeyFileError(f"cannot open key ring {path}: {err.strerror}") from None
-    try:
-        # Judge the file actually opened (fstat), not the name: no swap in between.
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InsecureKeyFile(f"key ring {path} is not a regular file")
-        _refuse_or_warn(_file_problems(path, st, euid, trusted_gid), allow_insecure=allow_insecure)
-        chunks = []
-        size = 0
-        while size <= MAX_RING_FILE_SIZE:
-            chunk = os.read(fd, MAX_RING_FILE_SIZE + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as err:
-        raise KeyFileError(f"cannot read key ring {path}: {err.strerror}") from None
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
-    if len(data) > MAX_RING_FILE_SIZE:
-        raise KeyFileError(f"key ring {path} is larger than {MAX_RING_FILE_SIZE} bytes")
-    return data, st
-
-
-# --- writing ring files ---------------------------------------------------------
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    os.fsync(fd)
+        return Key(key_id, bytes.fromhex(secret), state, int(created), **window)
+    except ValueError as err:
+        raise KeyFileError(f"{where}: {err}") from None
 
 
 def generate_keyring(
@@ -412,7 +366,9 @@ def generate_keyring(
     must pass the same checks as when loading.
     """
     target = os.fspath(path)
-    _refuse_or_warn(_parent_problems(target, os.geteuid()), allow_insecure=allow_insecure)
+    keyfile.refuse_or_warn(
+        keyfile.parent_problems(target, os.geteuid()), allow_insecure=allow_insecure
+    )
     ring = KeyRing((new_key("active", now=now),))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
@@ -423,13 +379,13 @@ def generate_keyring(
         raise KeyFileError(f"cannot create key ring {target}: {err.strerror}") from None
     try:
         os.fchmod(fd, 0o600)  # whatever the umask
-        _write_all(fd, ring.to_bytes())
+        keyfile.write_all(fd, ring.to_bytes())
     except OSError as err:
         os.close(fd)
         os.unlink(target)
         raise KeyFileError(f"cannot write key ring {target}: {err.strerror}") from None
     os.close(fd)
-    _fsync_dir(os.path.dirname(os.path.abspath(target)))
+    keyfile.fsync_dir(os.path.dirname(os.path.abspath(target)))
     return ring
 
 
@@ -465,7 +421,9 @@ def update_keyring(
 def _update_locked(
     target: str, directory: str, change: Callable[[KeyRing], KeyRing], *, allow_insecure: bool
 ) -> KeyRing:
-    data, st = _read_secure(target, allow_insecure=allow_insecure)
+    data, st = keyfile.read_secure(
+        target, max_size=MAX_RING_FILE_SIZE, allow_insecure=allow_insecure
+    )
     ring = change(KeyRing.parse(data, source=target))
     temp = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(8)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -475,7 +433,7 @@ def _update_locked(
             os.fchmod(fd, 0o600)
             if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
                 os.fchown(fd, st.st_uid, st.st_gid)
-            _write_all(fd, ring.to_bytes())
+            keyfile.write_all(fd, ring.to_bytes())
         finally:
             os.close(fd)
         os.rename(temp, target)
@@ -483,18 +441,43 @@ def _update_locked(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise KeyFileError(f"cannot replace key ring {target}: {err.strerror}") from None
-    _fsync_dir(directory)
+    keyfile.fsync_dir(directory)
     return ring
 
 
 def add_key(
-    path: str | os.PathLike[str], *, now: float | None = None, allow_insecure: bool = False
+    path: str | os.PathLike[str],
+    *,
+    now: float | None = None,
+    not_before: int | None = None,
+    not_after: int | None = None,
+    allow_insecure: bool = False,
 ) -> Key:
-    """Add a new *accepted* key (distribute it everywhere, then ``activate_key``)."""
+    """Add a new *accepted* key (distribute it everywhere, then ``activate_key``),
+    optionally with a validity window."""
     ring = update_keyring(
-        path, lambda r: r.with_new_key("accepted", now=now), allow_insecure=allow_insecure
+        path,
+        lambda r: r.with_new_key("accepted", now=now, not_before=not_before, not_after=not_after),
+        allow_insecure=allow_insecure,
     )
     return ring.keys[-1]
+
+
+def set_key_window(
+    path: str | os.PathLike[str],
+    key_id: str,
+    *,
+    not_before: int | None,
+    not_after: int | None,
+    allow_insecure: bool = False,
+) -> Key:
+    """Replace the validity window of an existing key (None: that end open)."""
+    ring = update_keyring(
+        path,
+        lambda r: r.with_window(key_id, not_before=not_before, not_after=not_after),
+        allow_insecure=allow_insecure,
+    )
+    return ring._require(key_id)
 
 
 def rotate_key(
@@ -532,7 +515,7 @@ def remove_key(path: str | os.PathLike[str], key_id: str, *, allow_insecure: boo
 
 
 def list_keys(path: str | os.PathLike[str], *, allow_insecure: bool = False) -> list[KeyInfo]:
-    """Id, state and creation time of every key in the file; never the secrets."""
+    """Id, state, creation time and window of every key in the file; never the secrets."""
     return [k.describe() for k in KeyRing.load(path, allow_insecure=allow_insecure).keys]
 
 
@@ -555,5 +538,6 @@ __all__ = [
     "remove_key",
     "retire_key",
     "rotate_key",
+    "set_key_window",
     "update_keyring",
 ]

@@ -1,10 +1,14 @@
-"""Token wire format v1: seal claims with AES-256-GCM-SIV, open them back. No I/O.
+"""Token wire format (versions 1 and 2): seal claims with AES-256-GCM-SIV, open them back.
 
-Layout (docs/token-format.md has the full table)::
+No I/O. Layout (docs/token-format.md has the full table)::
 
     token = base64url_nopad(raw)
     raw   = version(1) || key_id(8) || nonce(12) || ciphertext(len(claims)) || tag(16)
     aad   = version || key_id
+
+Version 2 (what is minted) adds the request binding to the claims: a length
+byte (0 or 32) after the fixed fields, then that many bytes of SHA-256
+digest. Version 1 tokens still open; their claims are unbound.
 
 ``open_token`` raises the bare ``InvalidToken`` for every failure before and
 during authentication (text, length, version, unknown key id, tag) and for a
@@ -28,7 +32,10 @@ from tokensvc.core.claims import MAX_GROUPS, MAX_TEXT_BYTES, MAX_TTL, Claims
 from tokensvc.core.errors import InvalidToken
 from tokensvc.core.keys import KEY_ID_LEN, Key, KeyRing
 
-VERSION = 1
+VERSION = 2  # what seal() produces
+VERSION_V1 = 1  # still opened: claims without a binding
+VERSIONS = (VERSION_V1, VERSION)
+BINDING_LEN = 32  # bytes of SHA-256 request digest in a bound v2 token
 NONCE_LEN = 12
 TAG_LEN = 16
 HEADER_LEN = 1 + KEY_ID_LEN  # version, key id: the associated data
@@ -38,8 +45,14 @@ CIPHERTEXT_OFFSET = NONCE_OFFSET + NONCE_LEN  # 21
 # Claims plaintext: fixed part, then user, host, realm (length-prefixed), then groups.
 _FIXED = struct.Struct(">16sQQII")  # token_id, issued_at, expires_at, uid, gid
 _COUNT = struct.Struct(">I")
-MIN_CLAIMS_LEN = _FIXED.size + 3 + 2 + _COUNT.size  # 3 length bytes; host, realm >= 1 byte
-MAX_CLAIMS_LEN = _FIXED.size + 3 * (1 + MAX_TEXT_BYTES) + _COUNT.size + 4 * MAX_GROUPS
+MIN_CLAIMS_LEN_V1 = _FIXED.size + 3 + 2 + _COUNT.size  # 3 length bytes; host, realm >= 1 byte
+MAX_CLAIMS_LEN_V1 = _FIXED.size + 3 * (1 + MAX_TEXT_BYTES) + _COUNT.size + 4 * MAX_GROUPS
+MIN_CLAIMS_LEN = MIN_CLAIMS_LEN_V1  # over both versions (v2 adds 1 or 33 bytes)
+MAX_CLAIMS_LEN = MAX_CLAIMS_LEN_V1 + 1 + BINDING_LEN
+_CLAIMS_LEN = {
+    VERSION_V1: (MIN_CLAIMS_LEN_V1, MAX_CLAIMS_LEN_V1),
+    VERSION: (MIN_CLAIMS_LEN_V1 + 1, MAX_CLAIMS_LEN),
+}
 MIN_RAW_LEN = CIPHERTEXT_OFFSET + MIN_CLAIMS_LEN + TAG_LEN
 MAX_RAW_LEN = CIPHERTEXT_OFFSET + MAX_CLAIMS_LEN + TAG_LEN
 MAX_TOKEN_LEN = (MAX_RAW_LEN * 4 + 2) // 3  # base64url characters, no padding
@@ -50,8 +63,13 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 # --- claims encoding ------------------------------------------------------------
 
 
-def encode_claims(claims: Claims) -> bytes:
-    """Canonical byte encoding of claims (the AEAD plaintext)."""
+def encode_claims(claims: Claims, version: int = VERSION) -> bytes:
+    """Canonical byte encoding of claims (the AEAD plaintext) in format ``version``.
+
+    ValueError for an unknown version, or a binding in version 1 (which has no room).
+    """
+    if version not in VERSIONS:
+        raise ValueError(f"token format version must be one of {VERSIONS}")
     parts = [
         _FIXED.pack(
             bytes.fromhex(claims.token_id),
@@ -61,6 +79,11 @@ def encode_claims(claims: Claims) -> bytes:
             claims.gid,
         )
     ]
+    if version == VERSION:
+        binding = b"" if claims.binding is None else bytes.fromhex(claims.binding)
+        parts += [bytes((len(binding),)), binding]
+    elif claims.binding is not None:
+        raise ValueError("a version 1 token cannot carry a request binding")
     for text in (claims.user, claims.host, claims.realm):
         raw = text.encode("utf-8")
         parts += [bytes((len(raw),)), raw]
@@ -69,12 +92,23 @@ def encode_claims(claims: Claims) -> bytes:
     return b"".join(parts)
 
 
-def decode_claims(data: bytes) -> Claims:
+def decode_claims(data: bytes, version: int = VERSION) -> Claims:
     """Inverse of ``encode_claims``; ValueError for anything it would not produce."""
-    if not MIN_CLAIMS_LEN <= len(data) <= MAX_CLAIMS_LEN:
+    if version not in VERSIONS:
+        raise ValueError(f"token format version must be one of {VERSIONS}")
+    low, high = _CLAIMS_LEN[version]
+    if not low <= len(data) <= high:
         raise ValueError("claims length out of range")
     token_id, issued_at, expires_at, uid, gid = _FIXED.unpack_from(data)
     offset = _FIXED.size
+    binding: str | None = None
+    if version == VERSION:
+        size = data[offset]  # in range: the length check leaves room for it
+        if size not in (0, BINDING_LEN) or offset + 1 + size > len(data):
+            raise ValueError("binding must be absent or 32 bytes")
+        if size:
+            binding = data[offset + 1 : offset + 1 + size].hex()
+        offset += 1 + size
     texts = []
     for _ in range(3):
         if offset >= len(data):
@@ -104,6 +138,7 @@ def decode_claims(data: bytes) -> Claims:
         issued_at=issued_at,
         expires_at=expires_at,
         token_id=token_id.hex(),
+        binding=binding,
     )
 
 
@@ -121,13 +156,16 @@ class Sealer:
     context costs as much as an encryption, so it is done once, not per token.
     """
 
-    __slots__ = ("_aead", "_header", "_max_ttl", "key")
+    __slots__ = ("_aead", "_header", "_max_ttl", "_version", "key")
 
-    def __init__(self, key: Key, *, max_ttl: int = MAX_TTL) -> None:
+    def __init__(self, key: Key, *, max_ttl: int = MAX_TTL, version: int = VERSION) -> None:
+        if version not in VERSIONS:
+            raise ValueError(f"token format version must be one of {VERSIONS}")
         self.key = key
         self._aead = AESGCMSIV(key.secret)
-        self._header = bytes((VERSION,)) + key.key_id_bytes
+        self._header = bytes((version,)) + key.key_id_bytes
         self._max_ttl = max_ttl
+        self._version = version
 
     def seal_with_nonce(self, claims: Claims, nonce: bytes) -> str:
         """Seal with a given nonce. Test vectors only: production calls ``seal``."""
@@ -135,7 +173,7 @@ class Sealer:
             raise ValueError(f"token lifetime {claims.ttl} s exceeds the maximum {self._max_ttl} s")
         if len(nonce) != NONCE_LEN:
             raise ValueError(f"nonce must be {NONCE_LEN} bytes")
-        sealed = self._aead.encrypt(nonce, encode_claims(claims), self._header)
+        sealed = self._aead.encrypt(nonce, encode_claims(claims, self._version), self._header)
         return _encode_text(self._header + nonce + sealed)
 
     def seal(self, claims: Claims) -> str:
@@ -143,9 +181,11 @@ class Sealer:
         return self.seal_with_nonce(claims, os.urandom(NONCE_LEN))
 
 
-def _seal_with_nonce(claims: Claims, key: Key, nonce: bytes, *, max_ttl: int = MAX_TTL) -> str:
+def _seal_with_nonce(
+    claims: Claims, key: Key, nonce: bytes, *, max_ttl: int = MAX_TTL, version: int = VERSION
+) -> str:
     """Seal with a given nonce. Test vectors only: production calls ``seal``."""
-    return Sealer(key, max_ttl=max_ttl).seal_with_nonce(claims, nonce)
+    return Sealer(key, max_ttl=max_ttl, version=version).seal_with_nonce(claims, nonce)
 
 
 def seal(claims: Claims, key: Key, *, max_ttl: int = MAX_TTL) -> str:
@@ -182,7 +222,7 @@ def open_token(token: str, ring: KeyRing) -> tuple[Claims, Key]:
     if not isinstance(token, str):
         raise TypeError("token must be a str")
     raw = _decode_text(token)
-    if not MIN_RAW_LEN <= len(raw) <= MAX_RAW_LEN or raw[0] != VERSION:
+    if not MIN_RAW_LEN <= len(raw) <= MAX_RAW_LEN or raw[0] not in VERSIONS:
         raise InvalidToken()
     key = ring.find_raw(raw[1:HEADER_LEN])
     if key is None:
@@ -194,7 +234,7 @@ def open_token(token: str, ring: KeyRing) -> tuple[Claims, Key]:
     except InvalidTag:
         raise InvalidToken() from None
     try:
-        claims = decode_claims(plaintext)
+        claims = decode_claims(plaintext, raw[0])
     except ValueError:  # includes UnicodeDecodeError
         # Authentic but undecodable: only a holder of the key can make one.
         raise InvalidToken() from None
@@ -202,6 +242,7 @@ def open_token(token: str, ring: KeyRing) -> tuple[Claims, Key]:
 
 
 __all__ = [
+    "BINDING_LEN",
     "CIPHERTEXT_OFFSET",
     "HEADER_LEN",
     "MAX_CLAIMS_LEN",
@@ -213,6 +254,8 @@ __all__ = [
     "NONCE_OFFSET",
     "TAG_LEN",
     "VERSION",
+    "VERSIONS",
+    "VERSION_V1",
     "Sealer",
     "decode_claims",
     "encode_claims",

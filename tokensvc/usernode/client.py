@@ -2,7 +2,8 @@
 
 ``mint()`` is what job-submission code calls (``tokensvc token`` is a thin
 wrapper around it). The daemon learns who is asking from the kernel, so the
-only thing sent is the requested lifetime.
+only things sent are the requested lifetime and, for a token bound to one
+request, that request's digest (``core.digest.request_digest``).
 """
 
 from __future__ import annotations
@@ -32,15 +33,19 @@ def mint(
     socket_path: str | None = None,
     *,
     timeout: float = DEFAULT_TIMEOUT,
+    bind: str | None = None,
 ) -> str:
     """A fresh token for the calling process's own uid, gid and groups.
 
-    ``ttl`` in seconds (None: the daemon's default). Raises ValueError for a
-    ttl that is not an integer in 1..99999, MintRefused when the daemon
-    refuses (e.g. ttl above its maximum), DaemonUnavailable when it cannot
-    be reached or does not answer within ``timeout`` seconds.
+    ``ttl`` in seconds (None: the daemon's default). ``bind``: the digest (64
+    lowercase hex digits) of the one request the token is for; the server
+    then accepts it for that request only. None: an unbound token. Raises
+    ValueError for a ttl that is not an integer in 1..99999 or a malformed
+    ``bind``, MintRefused when the daemon refuses (e.g. ttl above its
+    maximum, or no key valid now), DaemonUnavailable when it cannot be
+    reached or does not answer within ``timeout`` seconds.
     """
-    request = format_request(ttl)
+    request = format_request(ttl, bind)
     if timeout <= 0:
         raise ValueError("timeout must be positive")
     path = socket_path or default_socket()

@@ -9,8 +9,13 @@ thread or process per request.
   optionally drop to ``--user`` (the key stays in memory only).
 * Per connection: the caller's uid, gid and supplementary groups are read
   from the kernel (SO_PEERCRED, SO_PEERGROUPS) right after accept(); the
-  request may only carry a TTL (``mintproto``: at most 32 bytes, exact
-  grammar, parsed before anything else is done).
+  request may only carry a TTL and the fixed-size digest of the request the
+  token is for (``protocol``: at most 77 bytes, exact grammar, parsed
+  before anything else is done).
+* Only the ring's active key mints, and only inside its validity window
+  (not-before/not-after, checked at every mint): outside it every request
+  is refused with ``ERR key`` and a ``refused`` audit line, never sealed with
+  another key.
 * A client usually sends its request before the daemon accepts, so the
   request is read at once without touching epoll; only slow clients are
   parked in epoll with a deadline (``timeout``). At most ``max_connections``
@@ -19,7 +24,8 @@ thread or process per request.
   file descriptor for at most ``timeout`` seconds, and a uid that opens many
   crowds out only itself; a well-behaved client is answered at once.
 * One JSON audit line per mint on stderr (uid, gid, groups, user, token id,
-  ttl, key id; never the token or a key), written once per loop iteration.
+  ttl, whether it is bound, key id; never the token, its binding or a key),
+  written once per loop iteration.
 * SIGTERM/SIGINT: stop, remove the socket, exit 0. SIGHUP: reload the key
   ring (works while the daemon still runs as a user that can read it).
 """
@@ -327,7 +333,7 @@ class MintDaemon:
 
     def _answer(self, uid: int, gid: int, groups: tuple[int, ...], request: bytes) -> bytes:
         try:
-            ttl = parse_request(request)
+            ttl, bind = parse_request(request)
             if ttl is None:
                 ttl = self.params.default_ttl
             elif ttl > self.params.max_ttl:
@@ -335,10 +341,17 @@ class MintDaemon:
         except RequestError as err:
             self._log_refusal(uid, gid, err.code)
             return err.reply
-        return self._mint(uid, gid, groups, ttl)
+        return self._mint(uid, gid, groups, ttl, bind)
 
-    def _mint(self, uid: int, gid: int, groups: tuple[int, ...], ttl: int) -> bytes:
+    def _mint(
+        self, uid: int, gid: int, groups: tuple[int, ...], ttl: int, bind: str | None
+    ) -> bytes:
         now = time.time()
+        if not self._key.in_window(now):
+            # The caller learns only that nothing may mint now; the audit line says why.
+            expired = self._key.not_after is not None and now >= self._key.not_after
+            self._log_refusal(uid, gid, "key-expired" if expired else "key-not-yet-valid")
+            return error_reply("key", "no key may mint now; ask an administrator")
         name, name_json = self._user_name(uid, now)
         try:
             claims = new_claims(
@@ -351,6 +364,7 @@ class MintDaemon:
                 ttl=ttl,
                 now=now,
                 max_ttl=self.params.max_ttl,
+                binding=bind,
             )
             token = self._sealer.seal(claims)
         except ValueError as err:
@@ -363,8 +377,8 @@ class MintDaemon:
         self._pending_log.append(
             f'{{"ts":{now:.3f},"event":"mint","uid":{uid},"gid":{gid},'
             f'"groups":[{",".join(map(str, claims.groups))}],"user":{name_json},'
-            f'"token_id":"{claims.token_id}","ttl":{ttl},"expires_at":{claims.expires_at}'
-            f"{self._audit_tail}".encode()
+            f'"token_id":"{claims.token_id}","ttl":{ttl},"expires_at":{claims.expires_at},'
+            f'"bound":{"false" if bind is None else "true"}{self._audit_tail}'.encode()
         )
         return OK_PREFIX + token.encode() + b"\n"
 
@@ -457,7 +471,15 @@ class MintDaemon:
         self._key = ring.active
         self._sealer = Sealer(self._key, max_ttl=self.params.max_ttl)
         self._audit_tail = f',"key_id":"{self._key.key_id}"}}\n'
-        self._log(_json_line("reloaded", keyring=self._keyring_path, key_id=self._key.key_id))
+        self._log(
+            _json_line(
+                "reloaded",
+                keyring=self._keyring_path,
+                key_id=self._key.key_id,
+                not_before=self._key.not_before,
+                not_after=self._key.not_after,
+            )
+        )
 
     def _log_refusal(self, uid: int, gid: int, code: str) -> None:
         self.refusals += 1
@@ -701,6 +723,8 @@ def run(
             realm=params.realm,
             host=params.host,
             key_id=ring.active.key_id,
+            not_before=ring.active.not_before,
+            not_after=ring.active.not_after,
             uid=os.getuid(),
             pid=os.getpid(),
             workers=settings.mintd.workers,

@@ -6,7 +6,6 @@
 package wsc.authz_test
 
 import data.wsc.authz
-import data.wsc.privilege
 
 levels := {
 	"viewer": {
@@ -168,8 +167,9 @@ test_every_case_passes if {
 	count(failing) == 0
 }
 
-# allow never evaluates the denial rules, so every positive rule must imply
-# that none of them fires: on every case, allowed iff no denial.
+# allow is exactly "a rule permits the action and nothing denies it": on
+# every case, an allowed decision has no denial and a denied one has one,
+# except where no rule permits the action (the generic reason).
 test_allowed_iff_no_denial if {
 	inconsistent := {name |
 		some name, tc in cases
@@ -177,7 +177,7 @@ test_allowed_iff_no_denial if {
 			with data.wsc.groups as groups
 			with data.wsc.levels as levels
 			with data.wsc.exports as exports
-		denials := authz._denials with input as tc.input
+		denials := authz.deny with input as tc.input
 			with data.wsc.groups as groups
 			with data.wsc.levels as levels
 			with data.wsc.exports as exports
@@ -186,24 +186,6 @@ test_allowed_iff_no_denial if {
 	count(inconsistent) == 0
 }
 
-# _caller writes privilege.levels out: on every case with a valid identity
-# both give the same levels.
-test_caller_levels_are_privilege_levels if {
-	differing := {name |
-		some name, tc in cases
-		[gid_keys, found] := authz._caller with input as tc.input
-			with data.wsc.groups as groups
-			with data.wsc.levels as levels
-			with data.wsc.exports as exports
-		want := privilege.levels(gid_keys, format_int(tc.input.identity.uid, 10)) with data.wsc.groups as groups
-			with data.wsc.levels as levels
-		found != want
-	}
-	count(differing) == 0
-}
-
-# A request no positive rule permits is denied even when no denial rule
-# explains why (here: their messages are mocked away).
 # The decision's allow, reasons and privileges are the package's documents of
 # the same names (the allowed path builds them itself).
 test_decision_agrees_with_its_documents if {
@@ -222,12 +204,14 @@ test_decision_agrees_with_its_documents if {
 	count(disagreeing) == 0
 }
 
+# A request no positive rule permits is denied even when no denial rule
+# explains why (here: their messages are mocked away).
 test_denied_without_a_permitting_rule if {
 	d := authz.decision with input as job_action(bob, "cancel", 1001, "ml-team")
 		with data.wsc.groups as groups
 		with data.wsc.levels as levels
 		with data.wsc.exports as exports
-		with authz._denials as set()
+		with authz.deny as set()
 	d.allow == false
 	d.reasons == ["request denied: no rule permits it"]
 }

@@ -1,152 +1,169 @@
 # Submit: a job is charged to one project group the submitter is in; its level
-# there bounds systems and priority, and every requested mount must be granted.
-#
-# _allowed computes only what an allowed submit needs; the reasons
-# (_submit_denials) are evaluated only when the request is denied (see
-# decision in authz.rego), and re-derive each failing mount's message from
-# the same lookups.
+# there bounds systems and priority, and every requested mount must be granted
+# by the rule of its export that decides it.
 package wsc.authz
 
 import data.wsc.paths
 import data.wsc.privilege
 import data.wsc.storage
 
-_allowed := {
-	"allow": true,
-	"reasons": [],
-	"privileges": member.levels,
-	"run_as": {"uid": input.identity.uid, "gid": member.gid},
-	"supplemental_groups": supplemental,
-	"mounts": [mount | some [mount, _] in grants],
-	"priority": priority,
+# A member of the project whose level there may submit jobs.
+_permitted if {
+	input.action == "submit"
+	_may_submit
+}
+
+_outputs := {
+	"run_as": {"uid": input.identity.uid, "gid": _project.gid},
+	"supplemental_groups": sort(_supplemental_groups),
+	"mounts": [_granted_mount[i] | some i, _ in _request_mounts],
+	"priority": _priority,
 } if {
 	input.action == "submit"
-	[member, priority] := _submitter
-	mounts := object.get(input.request, "mounts", [])
-	is_array(mounts)
-	count(mounts) <= 32
-	grants := [g | some m in mounts; g := _grant(member, m)]
-	count(grants) == count(mounts)
-	count({mount.path | some [mount, _] in grants}) == count(mounts)
-	supplemental := sort({g | some [_, g] in grants} | {member.gid})
-	count(supplemental) <= 16
 }
 
-# [member, priority] when the caller's level in the project may submit jobs
-# with the systems and priority requested: member is the caller as a member
-# of the project ({"project": its name, "gid", "levels": privileges,
-# "gid_keys": the token's gids as keys}), priority the one asked for or the
-# level's default.
-_submitter := [member, priority] if {
-	[gid_keys, p] := _caller
-	project := input.request.project
-	[key, rights] := privilege.group(gid_keys, project, p[project])
-	rights.submit
-	systems := object.get(input.request, ["resources", "systems"], 1)
-	is_number(systems)
-	systems >= 1
-	floor(systems) == systems
-	systems <= rights.max_systems
-	priority := object.get(input.request, "priority", rights.default_priority)
-	is_number(priority)
-	priority >= 0
-	floor(priority) == priority
-	priority <= rights.max_priority
-	member := {"project": project, "gid": to_number(key), "levels": p, "gid_keys": gid_keys}
-}
+# --- the project -------------------------------------------------------------------
 
-# [mount, gid] for request mount m when its export's rule grants it: mount as
-# the decision lists it, gid the one supplementary group it needs (see
-# _grant_gid). member: the caller's project ("project": its name and "gid"
-# when the caller is a member of it, else null; no "project" when the
-# request names none), "levels" (privileges) and "gid_keys" (the token's
-# gids as keys). Function arguments are cache keys, one level per argument:
-# what all mounts share comes first. The common case comes first and needs
-# no further helper: a path paths.clean accepts, decided by a rule that
-# grants the project group.
-_grant(member, m) := [mount, member.gid] if {
-	m.mode in {"ro", "rw"}
-	c := paths.clean(m.path)
-	[_, spec, rest, _, rule] := storage.lookup(c)
-	rule.groups[member.project] in {m.mode, "rw"}
-	mount := {"path": c, "export": spec.name, "pvc": spec.pvc, "sub_path": rest, "read_only": m.mode == "ro"}
-} else := [mount, gid] if {
-	c := _check(m)
-	hit := storage.lookup(c)
-	[_, spec, rest, _, _] := hit
-	gid := _grant_gid(member, m.mode, hit)
-	mount := {"path": c, "export": spec.name, "pvc": spec.pvc, "sub_path": rest, "read_only": m.mode == "ro"}
-}
+# The caller's membership in the project group; undefined when the caller is
+# not in it (or the request names none).
+_project := _membership[input.request.project]
 
-# The clean path of mount m when m is well-formed (mode "ro" or "rw") and
-# its path acceptable; undefined otherwise (_check_error says why).
-_check(m) := c if {
-	c := paths.clean(m.path)
-	m.mode in {"ro", "rw"}
-} else := paths.normalise(m.path) if {
-	is_string(m.path)
-	not paths.problem(m.path)
-	m.mode in {"ro", "rw"}
-}
+_project_rights := privilege.rights(_project)
 
-# The one gid a mount needs when the rule that decides it (hit, from
-# storage.lookup) grants mode: the project's when the rule grants the project
-# group, or when its owner clause grants the caller (a home directory needs
-# no group: the project's is there anyway); else the lowest gid among the
-# groups the rule grants that the caller is in. Undefined when the rule
-# grants none of them.
-_grant_gid(member, mode, hit) := member.gid if {
-	hit[4].groups[member.project] in {mode, "rw"}
-} else := member.gid if {
-	[_, _, rest, key, rule] := hit
-	storage.owner_grants(rule, key, rest, mode, input.identity)
-} else := min({to_number(privilege.key_of(member.gid_keys, name)) |
-	some name in storage.grantees(hit[4], mode)
-	member.levels[name]
-}) if {
-	_ = member.project # a request that names no project gets no group's grant
-}
-
-# --- denial path: why a submit is not allowed ------------------------------------
-
-# The caller's level in the project group, its gid key and what the level allows there.
-_project_level := _any_levels[input.request.project]
-
-_project := privilege.group(_any_gid_keys, input.request.project, _project_level)
-
-default _project_gid := null
-
-_project_gid := to_number(_project[0])
-
-_project_rights := _project[1]
-
-# The project's name when the caller is a member of it, null when not;
-# undefined when the request names none.
-_member_project := input.request.project if {
-	_project_level
-} else := null if {
-	_ = input.request.project
-}
+_may_submit if _project_rights.submit
 
 default _systems := 1
 
 _systems := input.request.resources.systems
 
+# The priority asked for, else (submit only) the project level's default.
+default _priority := null
+
+_priority := input.request.priority if _has_priority
+
+_priority := _project_rights.default_priority if {
+	input.action == "submit"
+	not _has_priority
+}
+
+_has_priority if "priority" in object.keys(input.request)
+
+# --- mounts ------------------------------------------------------------------------
+
+_modes := {"ro", "rw"}
+
 default _request_mounts := []
 
 _request_mounts := input.request.mounts
 
-# Each mount the rules grant, by index: [mount, gid] (see _grant).
-_grants[i] := g if {
-	member := object.union(
-		{"gid": _project_gid, "levels": _any_levels, "gid_keys": _any_gid_keys},
-		{"project": p | p := _member_project},
-	)
+# The clean path of each well-formed requested mount ({path, mode}, mode "ro"
+# or "rw", a path paths.problem accepts), by index.
+_mount_path[i] := paths.normalise(m.path) if {
 	some i, m in _request_mounts
-	g := _grant(member, m)
+	m.mode in _modes
+	not paths.problem(m.path)
 }
 
-_supplemental_groups := {_project_gid} | {g | some [_, g] in _grants}
+# What decides each well-formed mount (storage.lookup), by index; undefined
+# for one outside every export.
+_mount_target[i] := storage.lookup(path) if some i, path in _mount_path
+
+# How the rule deciding each mount grants it (_grant), by index; undefined for
+# a mount no rule grants, and for every mount of a caller whose uid is not a
+# number (owner rules match the uid, memberships need it).
+_mount_grant[i] := _grant(target, _request_mounts[i].mode) if {
+	_caller_has_uid
+	some i, target in _mount_target
+}
+
+# The mount the launcher applies for each granted request mount, by index.
+_granted_mount[i] := {
+	"path": _mount_path[i],
+	"export": target.export.name,
+	"pvc": target.export.pvc,
+	"sub_path": target.sub_path,
+	"read_only": _request_mounts[i].mode == "ro",
+} if {
+	some i, _ in _mount_grant
+	target := _mount_target[i]
+}
+
+# How the rule deciding target grants mode, first match wins:
+#   project - the rule grants the project group: the job has its gid anyway;
+#   owner   - the rule's owner clause grants the caller's own directory (a
+#             home directory needs no group);
+#   group   - the rule grants another group the caller is in: the lowest such
+#             gid, which the job then also needs. Only for a request that names
+#             a project: the job's groups start from it.
+# gid is the supplementary group the grant needs, absent for owner grants.
+_grant(target, mode) := {"by": "project", "group": _project.group, "gid": _project.gid} if {
+	storage.covers(target.rule.groups[_project.group], mode)
+} else := {"by": "owner", "owner": owner} if {
+	owner := storage.owner_grant(target, mode, input.identity)
+} else := {"by": "group", "group": lowest.group, "gid": lowest.gid} if {
+	_names_project
+	members := [m |
+		some name in storage.grantees(target.rule, mode)
+		m := _membership[name]
+	]
+	some lowest in members
+	lowest.gid == min({m.gid | some m in members})
+}
+
+_names_project if "project" in object.keys(input.request)
+
+# The job's supplementary groups: the project's gid (null when the caller is
+# not in the project) and the gid each group-granted mount needs.
+default _project_gid := null
+
+_project_gid := _project.gid
+
+_supplemental_groups := {_project_gid} | {grant.gid | some grant in _mount_grant}
+
+# Why each requested mount that no rule grants is refused, by index.
+_mount_refusal[i] := _malformed(m) if {
+	some i, m in _request_mounts
+	not _mount_path[i]
+}
+
+_mount_refusal[i] := sprintf("mount %q: outside every NFS export", [path]) if {
+	some i, path in _mount_path
+	not _mount_target[i]
+}
+
+_mount_refusal[i] := sprintf("mount %q: no rule of export %q covers it", [_mount_path[i], target.export.name]) if {
+	some i, target in _mount_target
+	target.rule == null
+}
+
+_mount_refusal[i] := msg if {
+	some i, target in _mount_target
+	target.rule != null
+	not _mount_grant[i]
+	mode := _request_mounts[i].mode
+	msg := sprintf(
+		"mount %q (%s): rule %q of export %q grants you no %s access",
+		[_mount_path[i], mode, target.rule_path, target.export.name, mode],
+	)
+}
+
+# What is wrong with a requested mount that has no clean path.
+_malformed(m) := sprintf("mount %v: must be {path, mode}", [m]) if not is_object(m)
+
+else := sprintf("mount %v: path is missing", [m]) if not "path" in object.keys(m)
+
+else := sprintf("mount %v: path is not a string", [m.path]) if not is_string(m.path)
+
+else := sprintf("mount %q: %s", [m.path, problem]) if {
+	problem := paths.problem(m.path)
+} else := sprintf("mount %q: mode must be \"ro\" or \"rw\"", [m.path])
+
+# --- denials -----------------------------------------------------------------------
+
+deny contains msg if {
+	input.action == "submit"
+	some msg in _submit_denials
+}
 
 _submit_denials contains "request.project: must name one of your groups" if {
 	not is_string(object.get(input, ["request", "project"], null))
@@ -154,22 +171,21 @@ _submit_denials contains "request.project: must name one of your groups" if {
 
 _submit_denials contains sprintf("project %q: not one of your groups", [input.request.project]) if {
 	is_string(input.request.project)
-	_project_gid == null
+	not _project
 }
 
-_submit_denials contains sprintf("project %q: level %q may not submit jobs", [p, _project_level]) if {
-	p := input.request.project
-	not _project_rights.submit
+_submit_denials contains sprintf("project %q: level %q may not submit jobs", [_project.group, _project.level]) if {
+	not _may_submit
 }
 
 _submit_denials contains "request.resources.systems: must be an integer >= 1" if not _positive(_systems)
 
 _submit_denials contains msg if {
-	_project_rights.submit
-	_systems > _project_rights.max_systems
+	_may_submit
+	_too_many_systems
 	msg := sprintf(
 		"project %q: %v systems requested, level %q allows at most %v",
-		[input.request.project, _systems, _project_level, _project_rights.max_systems],
+		[_project.group, _systems, _project.level, _project_rights.max_systems],
 	)
 }
 
@@ -179,74 +195,59 @@ _submit_denials contains "request.priority: must be an integer >= 0" if {
 }
 
 _submit_denials contains msg if {
-	_project_rights.submit
-	_priority > _project_rights.max_priority
+	_may_submit
+	_priority_over(_project_rights)
 	msg := sprintf(
 		"project %q: priority %v exceeds the ceiling %v of level %q",
-		[input.request.project, _priority, _project_rights.max_priority, _project_level],
+		[_project.group, _priority, _project_rights.max_priority, _project.level],
 	)
 }
 
-_submit_denials contains "request.mounts: must be a list of at most 32 mounts" if {
+_submit_denials contains sprintf("request.mounts: must be a list of at most %d mounts", [max_mounts]) if {
 	not _mount_list_ok
 }
 
 _submit_denials contains msg if {
-	some i, m in _request_mounts
-	not _grants[i]
-	msg := _mount_error(m)
+	some msg in _mount_refusal
 }
 
-_submit_denials contains sprintf("mount %q: requested more than once", [p]) if {
-	requested := [c | some m in _request_mounts; c := _check(m)]
-	some p in {q | some q in requested}
-	count([q | some q in requested; q == p]) > 1
+_submit_denials contains sprintf("mount %q: requested more than once", [path]) if {
+	some path in {p | some p in _mount_path}
+	count([p | some p in _mount_path; p == path]) > 1
 }
 
 _submit_denials contains msg if {
-	n := count(_supplemental_groups)
-	n > max_supplemental_groups
+	_too_many_supplemental_groups
 	msg := sprintf(
 		"job needs %d supplementary groups (project + mounts); NFS AUTH_SYS carries at most %d",
-		[n, max_supplemental_groups],
+		[count(_supplemental_groups), max_supplemental_groups],
 	)
 }
 
+# --- limits (each read by its denial and by the explanation) -------------------------
+
+default _too_many_systems := false
+
+_too_many_systems if _systems > _project_rights.max_systems
+
+# Whether the priority exceeds the ceiling of rights (the project's on submit,
+# the job project's on set_priority).
+_priority_over(rights) if _priority > rights.max_priority
+
+default _too_many_mounts := false
+
+_too_many_mounts if count(_request_mounts) > max_mounts
+
 _mount_list_ok if {
 	is_array(_request_mounts)
-	count(_request_mounts) <= max_mounts
+	not _too_many_mounts
 }
+
+default _too_many_supplemental_groups := false
+
+_too_many_supplemental_groups if count(_supplemental_groups) > max_supplemental_groups
 
 _positive(n) if {
 	_is_id(n)
 	n >= 1
-}
-
-_mount_error(m) := _check_error(m) if {
-	not _check(m)
-} else := sprintf("mount %q: outside every NFS export", [c]) if {
-	c := _check(m)
-	not storage.lookup(c)
-} else := sprintf("mount %q: no rule of export %q covers it", [c, spec.name]) if {
-	c := _check(m)
-	[_, spec, _, _, rule] := storage.lookup(c)
-	rule == null
-} else := sprintf(
-	"mount %q (%s): rule %q of export %q grants you no %s access",
-	[c, m.mode, storage.rule_path(mount, key), spec.name, m.mode],
-) if {
-	c := _check(m)
-	[mount, spec, _, key, _] := storage.lookup(c)
-}
-
-_check_error(m) := sprintf("mount %v: must be {path, mode}", [m]) if not is_object(m)
-
-else := sprintf("mount %v: path is missing", [m]) if not "path" in object.keys(m)
-
-else := sprintf("mount %v: path is not a string", [m.path]) if not is_string(m.path)
-
-else := sprintf("mount %q: %s", [m.path, problem]) if {
-	problem := paths.problem(m.path)
-} else := sprintf("mount %q: mode must be \"ro\" or \"rw\"", [m.path]) if {
-	not object.get(m, "mode", null) in {"ro", "rw"}
 }

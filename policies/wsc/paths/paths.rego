@@ -5,10 +5,9 @@
 #   is matched. Only a safe ASCII charset is accepted: percent-encoding is
 #   refused rather than decoded, and non-ASCII (unicode look-alikes of '/' or
 #   '.') is refused rather than folded. '.', '//' and a trailing '/' vanish;
-#   '..' is resolved lexically and may never climb above '/'. The common case
-#   (no '..' component) is accepted and normalised by clean(p) in a handful of
-#   builtin calls with constant, precompiled patterns and no per-component
-#   iteration; problem(p) and normalise(p) handle everything else.
+#   '..' is resolved lexically and may never climb above '/'.
+#   problem(p) says why a path is refused; normalise(p) is the clean form of a
+#   path problem(p) accepts.
 package wsc.paths
 
 # METADATA
@@ -20,76 +19,76 @@ max_length := 1024
 max_segments := 64
 
 # METADATA
-# description: Why path p is refused; undefined when p is acceptable.
+# description: Longest component accepted, in bytes (NAME_MAX).
+max_component_length := 255
+
+# METADATA
+# description: The characters a path may use.
+charset := "A-Za-z0-9._@+,=/-"
+
+# METADATA
+# description: Why path p is refused, the first thing wrong with it; undefined when p is acceptable.
 problem(p) := "is not a string" if not is_string(p)
 
-else := "is longer than 1024 bytes" if count(p) > max_length
+else := sprintf("is longer than %d bytes", [max_length]) if count(p) > max_length
 
-else := _charset_problem(p) if not regex.match("^/[A-Za-z0-9._@+,=/-]*$", p)
+else := _charset_problem(p) if not regex.match(_absolute_in_charset, p)
 
-else := "has more than 64 components" if strings.count(p, "/") > max_segments
+else := sprintf("has more than %d components", [max_segments]) if strings.count(p, "/") > max_segments
 
-else := "has a component longer than 255 bytes" if regex.match("[^/]{256}", p)
-
-else := "climbs above / with '..'" if {
-	_has_dotdot(p)
+else := sprintf("has a component longer than %d bytes", [max_component_length]) if {
+	regex.match(_overlong_component, p)
+} else := "climbs above / with '..'" if {
+	".." in _names(p)
 	some depth in _depths(_names(p))
 	depth < 0
 }
 
 # METADATA
 # description: |
-#   The clean absolute form of an acceptable path p ("/a/./b//../c/" -> "/a/c").
-#   Only meaningful when problem(p) is undefined. An already clean path costs
-#   one regex match.
-normalise(p) := p if _clean(p)
-
-else := _join(_resolve(_names(p))) if _has_dotdot(p)
+#   The clean absolute form of an acceptable path p ("/a/./b//../c/" -> "/a/c"):
+#   no empty or '.' components, '..' resolved, no trailing '/'. Only meaningful
+#   when problem(p) is undefined.
+normalise(p) := _join(_resolve(_names(p))) if ".." in _names(p)
 
 else := _join(_names(p))
 
 # METADATA
 # description: |
-#   The clean absolute form of p when p is acceptable (problem(p) undefined)
-#   and has no '..' component: the common case, decided by one regex match and
-#   normalised by one regex replacement ('//', '/./', a trailing '/' or '/.'
-#   vanish). Undefined for anything else, including every path problem(p)
-#   refuses: callers fall back to problem(p) and normalise(p).
-#   The limits and the pattern are written out (not max_length, a named
-#   pattern rule, ...): this runs for every mount of every submit, and each
-#   rule reference costs a lookup. The pattern: an absolute path over the
-#   accepted charset whose components are all empty, '.' or names ('..' is not
-#   one of them; "..." and "..x" are). Squashing "/", "//" or "/." leaves "",
-#   the root.
-clean(p) := object.get({"": "/"}, squashed, squashed) if {
-	is_string(p)
-	count(p) <= 1024
+#   The ancestors of clean path c, shortest first: the root, each prefix of c
+#   that ends before a '/', and c itself ("/a/b" -> ["/", "/a", "/a/b"]).
+# scope: document
+ancestors("/") := ["/"]
 
-	# regal ignore:line-length
-	regex.match(`^(?:/(?:[A-Za-z0-9_@+,=-][A-Za-z0-9._@+,=-]*|\.(?:[A-Za-z0-9_@+,=-][A-Za-z0-9._@+,=-]*)?|\.\.[A-Za-z0-9._@+,=-]+)?)+$`, p)
-	strings.count(p, "/") <= 64
-	not regex.match(`[^/]{256}`, p)
-	squashed := regex.replace(p, `/(?:\.?/)*\.?$|(/)(?:\.?/)+`, "$1")
-}
+ancestors(c) := array.concat(["/"], below("/", c)) if c != "/"
 
 # METADATA
 # description: |
-#   Where each ancestor of clean path c ends, c itself included: c's ancestors
-#   are substring(c, 0, k) for k in ends(c) ("/a/b" -> [2, 4]: "/a", "/a/b").
-ends(c) := array.concat([k | some k in indexof_n(c, "/"); k > 0], [count(c)])
+#   The paths from just below ancestor a down to c itself, shortest first, as
+#   ancestors(c) lists them ("/a" and "/a/b/c" -> ["/a/b", "/a/b/c"]; an
+#   ancestor and itself -> []). Paths relative to an export use it too: ""
+#   stands for the export itself ("" and "x/y" -> ["x", "x/y"]).
+below(a, c) := [] if a == c
+
+else := [substring(c, 0, end) | some end in _ends(c); end > count(a)]
+
+# Where each prefix of c that ends at a component boundary ends: before each
+# '/' (other than a leading one) and at the end of c.
+_ends(c) := array.concat([k | some k in indexof_n(c, "/"); k > 0], [count(c)])
+
+# An absolute path over charset; a run of more than max_component_length
+# characters without a '/'.
+_absolute_in_charset := sprintf("^/[%s]*$", [charset])
+
+_overlong_component := sprintf("[^/]{%d}", [max_component_length + 1])
 
 _charset_problem(p) := "contains non-ASCII characters (unicode look-alikes are refused)" if {
 	regex.match(`[^\x00-\x7f]`, p)
 } else := "contains '%' (percent-encoding is refused, not decoded)" if {
 	contains(p, "%")
-} else := "contains characters outside [A-Za-z0-9._@+,=/-]" if {
-	not regex.match(`^[A-Za-z0-9._@+,=/-]*$`, p)
+} else := sprintf("contains characters outside [%s]", [charset]) if {
+	not regex.match(sprintf("^[%s]*$", [charset]), p)
 } else := "is not absolute"
-
-_has_dotdot(p) if regex.match(`(^|/)\.\.(/|$)`, p)
-
-# Every component is a name: no empty, '.' or '..' components, no trailing '/'.
-_clean(p) if regex.match(`^(/([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+))+$`, p)
 
 _join(names) := concat("", ["/", concat("/", names)])
 

@@ -5,50 +5,48 @@
 #   and groups (the kernel's view on the user node); data.wsc.groups, keyed by
 #   gid, only says which level a member gets: the group's default_level, or the
 #   level listed for the member's uid under users (which may raise or lower it).
-#   Every lookup is by key, never a scan of all groups: data.wsc.groups and
-#   data.wsc.levels are read whole once per decision and probed with the
-#   token's gids (never iterated, never passed to a function: either would
-#   touch every group).
+#   Every lookup is by key, never a scan of all groups.
 package wsc.privilege
 
 # METADATA
 # description: |
-#   {group name: level} for the groups with keys gid_keys (gids as decimal
-#   strings, as data.wsc.groups is keyed) that the user with key uid_key is
-#   in. A gid data.wsc.groups does not list, and a group whose level
-#   data.wsc.levels does not define, give nothing.
-levels(gid_keys, uid_key) := {group.name: level |
-	some key in gid_keys
-	group := groups[key]
-	level := object.get(group, user_level, group.default_level)
-	_ = defined[level]
-} if {
+#   {group name: membership} for the groups with keys gid_keys (gids as
+#   decimal strings, as data.wsc.groups is keyed) that the user with key
+#   uid_key is in. A membership is {gid, group (its name), level, level_from:
+#   "user" when the group's users lists the uid, else "default"}. A gid
+#   data.wsc.groups does not list, and a group whose level data.wsc.levels
+#   does not define, give nothing. Both are read whole once
+#   and probed by key, never iterated.
+memberships(gid_keys, uid_key) := {group.name: membership |
 	groups := data.wsc.groups
 	defined := data.wsc.levels
-	user_level := array.concat(["users"], [uid_key]) # a value, not a literal re-plugged per group
+	some gid_key in gid_keys
+	group := groups[gid_key]
+	assigned := _assigned_level(object.get(group, "users", {}), group.default_level, uid_key)
+	defined[assigned.level]
+	membership := {
+		"gid": to_number(gid_key),
+		"group": group.name,
+		"level": assigned.level,
+		"level_from": assigned.from,
+	}
 }
 
 # METADATA
 # description: |
-#   The key (gid as a decimal string) of the group called name among
-#   gid_keys. Undefined when none of them is called name.
-key_of(gid_keys, name) := key if {
-	groups := data.wsc.groups
-	some key in gid_keys
-	name = groups[key].name
-}
+#   What a membership (from membership()) allows in its group: the level's
+#   definition in data.wsc.levels with the group's own limits laid over it.
+#   Limits hold only numbers (data.wsc.datacheck), so a level's booleans
+#   (submit, view_others, act_on_others) hold in every group.
+rights(m) := object.union(data.wsc.levels[m.level], group_limits(m))
 
 # METADATA
-# description: |
-#   [gid key, rights] of the caller's group called name (among gid_keys) in
-#   which the caller holds level (from levels()): rights is what the level
-#   allows there, data.wsc.levels[level] with the group's own limits for that
-#   level laid over it. Limits hold only the numbers (data.wsc.datacheck), so
-#   a level's booleans (submit, view_others, act_on_others) need no group.
-group(gid_keys, name, level) := [key, object.union(defined[level], limits)] if {
-	groups := data.wsc.groups
-	defined := data.wsc.levels
-	some key in gid_keys
-	name = groups[key].name
-	limits := object.get(groups[key], ["limits", level], {})
-}
+# description: The numbers the group of membership m sets for m's level itself; {} when it sets none.
+group_limits(m) := object.get(data.wsc.groups[format_int(m.gid, 10)], ["limits", m.level], {})
+
+# The level a group with per-user levels users and default_level gives the
+# user with key uid_key, and where it comes from. (The group's two fields,
+# not the group: a smaller argument is a cheaper cache key.)
+_assigned_level(users, default_level, uid_key) := {"level": level, "from": "user"} if {
+	level := users[uid_key]
+} else := {"level": default_level, "from": "default"}

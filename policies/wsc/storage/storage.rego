@@ -3,75 +3,90 @@
 # description: |
 #   Maps one clean requested path to the export that serves it and the rule
 #   that decides it. data.wsc.exports is keyed by the export's mount path and
-#   each export's rules by their path relative to it, so a lookup tries only
+#   each export's rules by their path relative to it, so a lookup probes only
 #   the request's own ancestors: cost grows with the depth of the path, never
 #   with the number of exports. Longest prefix wins, for the export and then
-#   for the rule inside it. data.wsc.exports is read whole once per decision
-#   and probed by key (never iterated, never passed to a function: either
-#   would touch every export).
+#   for the rule inside it.
 package wsc.storage
+
+import data.wsc.paths
 
 # METADATA
 # description: |
-#   [mount, spec, rest, key, rule] for clean path c: the export whose mount
-#   path is the longest ancestor of c (c itself included; the root export "/"
-#   is the shortest), spec = data.wsc.exports[mount], rest = c relative to
-#   mount ("" for the mount itself), and the longest of its rules covering
-#   rest: key relative to the export ("." when no longer one does) and the
-#   rule; both null when no rule covers rest. Undefined when no export
-#   covers c.
-#   One probe per ancestor, first of c among the exports, then of rest among
-#   the export's rules. All candidates are prefixes of the same path, so the
-#   longest match is the largest position that hits; -1 (no hit) stands for
-#   ".". The export itself (rest "") is covered only by ".".
-lookup(c) := [mount, spec, rest, key, object.get(rules, key, null)] if {
+#   What decides clean path c, or undefined when no export covers it:
+#   mount_path, the longest ancestor of c (c itself included; the root export
+#   "/" is the shortest) that is an export's key; export, that entry of
+#   data.wsc.exports; sub_path, c relative to mount_path ("" for the mount
+#   itself); rule_key, the longest key of the export's rules covering
+#   sub_path ("." covers everything, the export itself included), rule, that
+#   rule, and rule_path, its absolute path. The three rule fields are null
+#   when no rule covers sub_path.
+lookup(c) := {
+	"mount_path": mount_path,
+	"export": export,
+	"sub_path": sub_path,
+	"rule_key": rule_key,
+	"rule": object.get(rules, [rule_key], null),
+	"rule_path": rule_path(mount_path, rule_key),
+} if {
 	exports := data.wsc.exports
-	n := max([k |
-		some k in array.concat(array.slice(indexof_n(c, "/"), 1, 1025), [1, count(c)])
-		_ = exports[substring(c, 0, k)]
-	])
-	mount := substring(c, 0, n)
-	spec := exports[mount]
-	rest := trim_prefix(substring(c, n, -1), "/")
-	rules := object.get(spec, "rules", {})
-	r := max(array.concat([-1], [k |
-		# where each "/" of rest is, and its end ([count(rest)] unless rest is "")
-		some k in array.concat(indexof_n(rest, "/"), array.slice([count(rest)], 0, count(rest)))
-		_ = rules[substring(rest, 0, k)]
-	]))
-	key := object.get({-1: "."}, r, substring(rest, 0, r))
+	mounts := [a | some a in paths.ancestors(c); exports[a]]
+	count(mounts) > 0
+	mount_path := mounts[count(mounts) - 1]
+	export := exports[mount_path]
+	sub_path := trim_prefix(trim_prefix(c, mount_path), "/")
+	rules := object.get(export, "rules", {})
+	rule_key := _longest([key | some key in array.concat(["."], paths.below("", sub_path)); rules[key]])
 }
 
 # METADATA
-# description: The absolute path of rule key of the export mounted at mount (for messages).
+# description: |
+#   The absolute path of the rule with key key of the export mounted at
+#   mount_path; null for no rule (key null).
 # scope: document
-rule_path(mount, ".") := mount
+rule_path(_, null) := null
 
-rule_path(mount, key) := concat("/", [trim_suffix(mount, "/"), key]) if key != "."
+rule_path(mount_path, ".") := mount_path
+
+rule_path(mount_path, key) := concat("/", [trim_suffix(mount_path, "/"), key]) if not key in {".", null}
+
+# METADATA
+# description: Whether a rule granting mode granted allows mode wanted ("rw" implies "ro").
+covers(granted, wanted) if granted in {wanted, "rw"}
 
 # METADATA
 # description: The names of the groups whose members rule grants mode.
 grantees(rule, mode) := {name |
-	some name, granted in object.get(rule, "groups", {})
-	granted in {mode, "rw"}
+	some name, granted in rule.groups
+	covers(granted, mode)
 }
 
 # METADATA
 # description: |
-#   Whether rule's owner clause grants mode to who (the token's identity) on
-#   rest (a request relative to the export) under the rule with key key: the
+#   The owner (who's uid as a decimal string, or user name) whose directory
+#   target (from lookup) is in when its rule's owner clause grants mode: the
 #   first component below the rule must be who's uid (by: uid, the default)
-#   or user name (by: user). The rule's own path is nobody's.
-owner_grants(rule, key, rest, mode, who) if {
-	rule.owner.mode in {mode, "rw"}
-	split(_below(key, rest), "/")[0] == _owner_id(rule.owner, who)
+#   or user name (by: user). The rule's own path is nobody's. Undefined when
+#   the clause does not grant it.
+owner_grant(target, mode, who) := owner if {
+	covers(target.rule.owner.mode, mode)
+	owner := _owner_id(target.rule.owner, who)
+	split(_below_rule(target.rule_key, target.sub_path), "/")[0] == owner
 }
 
-_below(".", rest) := rest if rest != ""
+# The last of candidates (ordered shortest first), the longest match; null
+# when there is none.
+_longest([]) := null
 
-_below(key, rest) := substring(rest, count(key) + 1, -1) if {
+_longest(candidates) := candidates[count(candidates) - 1] if count(candidates) > 0
+
+# sub_path relative to the rule with key key; undefined for the rule's own path.
+_below_rule(".", sub_path) := sub_path if sub_path != ""
+
+_below_rule(key, sub_path) := trim_prefix(sub_path, prefix) if {
 	key != "."
-	count(rest) > count(key)
+	prefix := concat("", [key, "/"])
+	startswith(sub_path, prefix)
 }
 
 _owner_id(owner, who) := format_int(who.uid, 10) if object.get(owner, "by", "uid") == "uid"

@@ -15,7 +15,7 @@ import pytest
 import requests
 from admission_stack import forge_token, job_body, needs_root, stack_fixture
 from kube import JOBS_NAMESPACE, KubeAPI
-from opa_fixture import OpaHandle
+from support.opa import OpaHandle
 
 from tokensvc.cluster.devstack import ADMIN, USER_A, USER_B, Stack
 

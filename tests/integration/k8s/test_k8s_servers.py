@@ -3,8 +3,9 @@
 Each replica has its own in-memory replay cache, so only the API server can
 arbitrate between them: the pod name is derived from the submit token, and
 the second create of that name fails with AlreadyExists -> 409 "token already
-used", with no second pod (invariant 5). Job actions read owner and project
-from the stored pod. Real OPA with the repository's policies and data.
+used", with no second pod: a submit token creates at most one job. Job
+actions read owner and project from the stored pod. Real OPA with the
+repository's policies and data.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ starts ``opa run --server`` on a free 127.0.0.1 port with the deployment's own
 configuration (deploy/opa/config.yaml: signature verification, masked decision
 logs) plus test-only polling delays. It returns once ``/health?bundles`` is 200.
 
-    from opa_fixture import start_opa
+    from support.opa import start_opa
 
     @pytest.fixture
     def opa(tmp_path):
@@ -40,9 +40,10 @@ from types import ModuleType
 from typing import Any
 
 import requests
-from toolpaths import tool
 
 from tokensvc.cluster.devstack import BundleServer
+
+from .toolpaths import tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "opa" / "config.yaml"

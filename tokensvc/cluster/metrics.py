@@ -1,0 +1,56 @@
+"""The server's Prometheus metrics (docs/api.md lists them)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from tokensvc.cluster.opa import ACTIONS
+
+_LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+
+class Metrics:
+    """Prometheus metrics of one server (its own registry, so tests can build many)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.decisions = Counter(
+            "tokensvc_decisions",
+            "Policy decisions by action and result",
+            ["action", "result"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "tokensvc_request_seconds",
+            "Job API request latency",
+            ["action"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.opa_seconds = Histogram(
+            "tokensvc_opa_decision_seconds",
+            "OPA decision round trip",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.opa_errors = Counter(
+            "tokensvc_opa_errors", "OPA failures (each one a 503)", ["kind"], registry=r
+        )
+        self.auth_failures = Counter(
+            "tokensvc_auth_failures", "Rejected tokens by reason", ["reason"], registry=r
+        )
+        self.submit_failures = Counter(
+            "tokensvc_submit_failures", "Submitter failures by kind", ["kind"], registry=r
+        )
+        # Children looked up once: ``labels()`` takes a lock and walks a dict per call.
+        self.decision_results = {
+            (action, result): self.decisions.labels(action, result)
+            for action in ACTIONS
+            for result in ("allow", "deny", "error")
+        }
+
+
+__all__ = ["Metrics"]
