@@ -113,3 +113,71 @@ def test_job_names() -> None:
     assert not is_job_name(f"wsc-job-{tid}/../x")
     with pytest.raises(ValueError, match="token id"):
         job_name("AB" * 16)
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"command": ["ok", "\ud800"]}, "command[1]"),
+        ({"project": "\udfff"}, "project"),
+        ({"image": "busybox\ud83d"}, "image"),
+        ({"mounts": [{"path": "/nfs/\udc80"}]}, "mounts[0].path"),
+        ({"mounts": [{"path": "/a", "mode": "\ud800"}]}, "mounts[0].mode"),
+    ],
+)
+def test_lone_surrogates_are_refused_by_the_schema(change: dict[str, Any], where: str) -> None:
+    # json.loads accepts "\ud800"; no such string may reach the store.
+    with pytest.raises(InvalidRequest) as err:
+        parse_job_request({**GOOD, **change})
+    if where != "mounts[0].mode":
+        assert f"{where} is not valid Unicode (it holds a lone surrogate)" in err.value.reasons
+    else:  # not one of the two allowed values either way
+        assert err.value.reasons == ("mounts[0].mode must be 'ro' or 'rw'",)
+
+
+def test_astral_plane_and_yaml_significant_text_is_accepted() -> None:
+    command = ["echo", "😀", "- a: b", "#", "&x", "!!python", "null", "'", "\n", "\x85", "\ufeff"]
+    assert parse_job_request({**GOOD, "command": command}).command == tuple(command)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"project": "ml-team\n"},  # Python's "$" would match before a final newline
+        {"image": "busybox\n"},
+        {"mounts": [{"path": "/a\n"}]},
+        {"priority": 5.0},  # JSON Schema calls 5.0 an integer; a priority is an int
+        {"resources": {"systems": 2.0}},
+    ],
+)
+def test_types_and_patterns_are_strict(change: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRequest):
+        parse_job_request({**GOOD, **change})
+
+
+def test_reasons_are_the_documented_sentences() -> None:
+    body = {
+        "project": "X",
+        "image": "bad image",
+        "command": ["a\x00b"],
+        "mounts": [{"path": "rel", "uid": 0}, "x"],
+        "resources": {"systems": 0},
+        "priority": 1001,
+        "uid": 0,
+    }
+    with pytest.raises(InvalidRequest) as err:
+        parse_job_request(body)
+    assert err.value.reasons == (
+        "body: unknown field 'uid'",
+        "project must be a group name (lowercase, at most 32 characters)",
+        "image is not a valid image reference",
+        "command arguments must not contain NUL",
+        "mounts[0]: unknown field 'uid'",
+        "mounts[0].path must be absolute",
+        "mounts[1] must be an object",
+        "resources.systems must be an integer from 1 to 64",
+        "priority must be an integer from 0 to 1000",
+    )
+    with pytest.raises(InvalidRequest) as err:
+        parse_job_request({})
+    assert len(err.value.reasons) == 3  # project, image and command are required

@@ -72,6 +72,7 @@ class Peer(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
+        assert self.headers["Accept-Encoding"] == "identity"  # the size cap counts plain JSON
         Peer.seen.append({"path": self.path, "body": json.loads(self.rfile.read(length))})
         Peer.clients.add(self.client_address)
         self._reply()
@@ -164,6 +165,8 @@ def test_concurrent_queries_share_a_bounded_pool(peer: str) -> None:
         (200, {"result": {"allow": True, "run_as": {"uid": True, "gid": 1}}}, "malformed"),
         (200, {"result": {"allow": True, "mounts": [{"pvc": "x"}]}}, "malformed"),
         (200, {"result": {"allow": True}, "decision_id": 5}, "malformed"),
+        (200, {"result": {"allow": True}, "decision_id": "a/b"}, "malformed"),
+        (200, {"result": {"allow": True}, "decision_id": "x" * 129}, "malformed"),
         (200, [], "malformed"),
         (200, b"{not json", "malformed"),
         (200, b"\xff\xfe", "malformed"),
@@ -403,5 +406,46 @@ def test_answer_cut_short_fails_closed() -> None:
     peer = RawPeer(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"result": ')
     try:
         assert failure_of(peer.url).failure == "unreachable"
+    finally:
+        peer.close()
+
+
+class HangUpOnSecond(RawPeer):
+    """Answers the first request on a connection, reads the second and hangs up."""
+
+    def _talk(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            for answer in (self.answer, None):
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(data) < length:
+                    data += conn.recv(65536)
+                data = data[length:]
+                self.requests += 1
+                if answer is not None:
+                    conn.sendall(answer)
+
+
+def test_a_decision_that_may_have_reached_opa_is_never_resent() -> None:
+    # The second POST goes out on the kept-alive connection, OPA reads it and
+    # hangs up: the decision may have been evaluated, so it is not sent again.
+    peer = HangUpOnSecond(http_answer(DENY))
+
+    async def main() -> OpaUnavailable:
+        async with OpaClient(peer.url) as opa:
+            await opa.decide(INPUT)
+            with pytest.raises(OpaUnavailable) as err:
+                await opa.decide(INPUT)
+            return err.value
+
+    try:
+        assert run(main).failure == "unreachable"
+        assert (peer.connections, peer.requests) == (1, 2)
     finally:
         peer.close()

@@ -11,10 +11,11 @@ launcher wrote), never from a request.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 from tokensvc.core.errors import InvalidRequest
 
@@ -28,17 +29,221 @@ MAX_SYSTEMS: Final = 64
 MIN_PRIORITY: Final = 0
 MAX_PRIORITY: Final = 1000
 
-# POSIX portable group names (what getent would accept), as label-safe values.
-_PROJECT_RE: Final = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-# An OCI reference without whitespace or control characters; the registry and
-# the kubelet judge the rest.
-_IMAGE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
 # Pod names we create: "wsc-job-" + 32 lowercase hex.
 JOB_NAME_PREFIX: Final = "wsc-job-"
+JOB_NAME_PATTERN: Final = "^wsc-job-[0-9a-f]{32}$"
 _JOB_NAME_RE: Final = re.compile(r"wsc-job-[0-9a-f]{32}")
 
 Mode = Literal["ro", "rw"]
-_JOB_FIELDS: Final = {"project", "image", "command", "mounts", "resources", "priority"}
+
+# --- the request schema -------------------------------------------------------------
+#
+# One JSON Schema (2020-12) per request body, built from the limits above: the
+# server validates bodies with it (parse_job_request) and the OpenAPI document
+# publishes it (tokensvc.cluster.openapi). "x-reason" is the user-visible
+# reason given when a value fails the (sub)schema that carries it; "{at}"
+# names the value ("mounts[0].path"). Patterns are ECMA-262 regular
+# expressions, as JSON Schema specifies: "$" matches only at the very end.
+
+_PRIORITY_SCHEMA: Final[dict[str, Any]] = {
+    "type": "integer",
+    "minimum": MIN_PRIORITY,
+    "maximum": MAX_PRIORITY,
+    "x-reason": f"{{at}} must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}",
+}
+_COMMAND_REASON: Final = (
+    f"command must be a list of 1 to {MAX_COMMAND_ARGS} strings"
+    f" of at most {MAX_ARG_CHARS} characters"
+)
+_MOUNT_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "x-reason": "{at} must be an object",
+    "additionalProperties": False,
+    "required": ["path"],
+    "properties": {
+        "path": {
+            "type": "string",
+            "minLength": 1,
+            "x-reason": "{at} must be a non-empty string",
+            "allOf": [
+                {
+                    "maxLength": MAX_PATH_CHARS,
+                    "x-reason": f"{{at}} is longer than {MAX_PATH_CHARS} characters",
+                },
+                {"pattern": "^/", "x-reason": "{at} must be absolute"},
+                {
+                    "pattern": "^[^\\x00-\\x1f\\x7f]*$",
+                    "x-reason": "{at} contains control characters",
+                },
+            ],
+        },
+        "mode": {"enum": ["ro", "rw"], "default": "ro", "x-reason": "{at} must be 'ro' or 'rw'"},
+    },
+}
+JOB_REQUEST_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "x-reason": "body must be a JSON object",
+    "additionalProperties": False,
+    "required": ["project", "image", "command"],
+    "properties": {
+        "project": {
+            "type": "string",
+            # POSIX portable group names (what getent accepts), as label-safe values.
+            "pattern": "^[a-z_][a-z0-9_-]{0,31}$",
+            "description": "Group the job is charged to and runs with",
+            "x-reason": "project must be a group name (lowercase, at most 32 characters)",
+        },
+        "image": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_IMAGE_CHARS,
+            "x-reason": f"image must be a string of 1 to {MAX_IMAGE_CHARS} characters",
+            # An OCI reference without whitespace or control characters; the
+            # registry and the kubelet judge the rest.
+            "allOf": [
+                {
+                    "pattern": "^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$",
+                    "x-reason": "image is not a valid image reference",
+                }
+            ],
+        },
+        "command": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_COMMAND_ARGS,
+            "x-reason": _COMMAND_REASON,
+            "items": {
+                "type": "string",
+                "maxLength": MAX_ARG_CHARS,
+                "x-reason": _COMMAND_REASON,
+                "allOf": [
+                    {"pattern": "^[^\\x00]*$", "x-reason": "command arguments must not contain NUL"}
+                ],
+            },
+        },
+        "mounts": {
+            "type": "array",
+            "x-reason": "mounts must be a list",
+            "allOf": [
+                {"maxItems": MAX_MOUNTS, "x-reason": f"mounts: at most {MAX_MOUNTS} entries"}
+            ],
+            "items": _MOUNT_SCHEMA,
+        },
+        "resources": {
+            "type": "object",
+            "x-reason": "resources must be an object",
+            "additionalProperties": False,
+            "properties": {
+                "systems": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_SYSTEMS,
+                    "default": 1,
+                    "x-reason": f"resources.systems must be an integer from 1 to {MAX_SYSTEMS}",
+                }
+            },
+        },
+        "priority": _PRIORITY_SCHEMA,
+    },
+}
+PRIORITY_BODY_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "x-reason": "body must be a JSON object",
+    "additionalProperties": False,
+    "required": ["priority"],
+    "properties": {"priority": _PRIORITY_SCHEMA},
+}
+
+
+def _is_unicode(text: str) -> bool:
+    """False for a str that is not valid Unicode (a lone surrogate, which json.loads accepts)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@functools.cache
+def _validator_class() -> Any:
+    """Draft 2020-12 with JSON's types taken strictly, and ECMA-262's "$" in patterns.
+
+    - a string is valid Unicode: a lone surrogate is refused, never stored;
+    - an integer is an int, never 1.0 and never a JSON true;
+    - "$" ends the string (Python's also matches before a final newline).
+
+    Imported on first use: the library costs start-up time that only request
+    validation needs.
+    """
+    import jsonschema  # noqa: PLC0415
+
+    base = jsonschema.Draft202012Validator
+    types = base.TYPE_CHECKER.redefine_many(
+        {
+            "string": lambda _, v: isinstance(v, str) and _is_unicode(v),
+            "integer": lambda _, v: isinstance(v, int) and not isinstance(v, bool),
+        }
+    )
+
+    def pattern(validator: Any, regex: str, instance: object, schema: object) -> Any:
+        if isinstance(instance, str) and not _ecma_regex(regex).search(instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {regex!r}")
+
+    return jsonschema.validators.extend(base, {"pattern": pattern}, type_checker=types)  # type: ignore[no-untyped-call]
+
+
+@functools.cache
+def _ecma_regex(regex: str) -> re.Pattern[str]:
+    # Our patterns use "$" only as their last character.
+    return re.compile(regex[:-1] + r"\Z" if regex.endswith("$") else regex)
+
+
+@functools.cache
+def _validator(schema_name: str) -> Any:
+    schema = {"job": JOB_REQUEST_SCHEMA, "priority": PRIORITY_BODY_SCHEMA}[schema_name]
+    return _validator_class()(schema)
+
+
+def _at(path: Sequence[object]) -> str:
+    """A value's place in the body as a user reads it: ``mounts[0].path``; ``body`` for the root."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+def schema_reasons(schema_name: str, body: object) -> list[str]:
+    """Every problem with ``body`` against the named schema, one reason per value, in order."""
+    seen: set[tuple[object, ...]] = set()
+    reasons: list[str] = []
+
+    def add(path: tuple[object, ...], reason: str) -> None:
+        if path not in seen:
+            seen.add(path)
+            if reason not in reasons:
+                reasons.append(reason)
+
+    for error in _validator(schema_name).iter_errors(body):
+        path = tuple(error.absolute_path)
+        if error.validator == "additionalProperties":
+            known = error.schema.get("properties", {})
+            for key in sorted(set(error.instance) - set(known), key=str):
+                add((*path, key), f"{_at(path)}: unknown field {key!r}")
+        elif error.validator == "required":
+            for key in error.validator_value:
+                if key not in error.instance:
+                    reason = error.schema["properties"][key]["x-reason"]
+                    add((*path, key), reason.format(at=_at((*path, key))))
+        elif (
+            error.validator == "type"
+            and isinstance(error.instance, str)
+            and not _is_unicode(error.instance)
+        ):
+            add(path, f"{_at(path)} is not valid Unicode (it holds a lone surrogate)")
+        else:
+            reason = error.schema.get("x-reason")
+            add(path, reason.format(at=_at(path)) if reason else error.message)
+    return reasons
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,143 +286,35 @@ class JobRequest:
         return self.to_input()
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_keys(doc: Mapping[str, Any], allowed: set[str], where: str, out: list[str]) -> None:
-    for key in sorted(set(doc) - allowed):
-        out.append(f"{where}: unknown field {key!r}")
-
-
-def check_priority(value: object, where: str = "priority") -> list[str]:
-    if (
-        not isinstance(value, int)
-        or isinstance(value, bool)
-        or not (MIN_PRIORITY <= value <= MAX_PRIORITY)
-    ):
-        return [f"{where} must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}"]
-    return []
-
-
-def _check_path(path: object, where: str) -> list[str]:
-    if not isinstance(path, str) or not path:
-        return [f"{where}.path must be a non-empty string"]
-    if len(path) > MAX_PATH_CHARS:
-        return [f"{where}.path is longer than {MAX_PATH_CHARS} characters"]
-    if not path.startswith("/"):
-        return [f"{where}.path must be absolute"]
-    if any(ord(c) < 0x20 or c == "\x7f" for c in path):
-        return [f"{where}.path contains control characters"]
-    return []
-
-
-def _parse_mounts(raw: object, out: list[str]) -> tuple[MountRequest, ...]:
-    if not isinstance(raw, list):
-        out.append("mounts must be a list")
-        return ()
-    if len(raw) > MAX_MOUNTS:
-        out.append(f"mounts: at most {MAX_MOUNTS} entries")
-        return ()
-    mounts = []
-    for i, item in enumerate(raw):
-        where = f"mounts[{i}]"
-        if not isinstance(item, dict):
-            out.append(f"{where} must be an object")
-            continue
-        _check_keys(item, {"path", "mode"}, where, out)
-        problems = _check_path(item.get("path"), where)
-        mode = item.get("mode", "ro")
-        if mode not in ("ro", "rw"):
-            problems.append(f"{where}.mode must be 'ro' or 'rw'")
-        out.extend(problems)
-        if not problems:
-            mounts.append(MountRequest(path=item["path"], mode=mode))
-    return tuple(mounts)
-
-
-def _parse_command(command: object, out: list[str]) -> tuple[str, ...]:
-    if (
-        not isinstance(command, list)
-        or not 0 < len(command) <= MAX_COMMAND_ARGS
-        or not all(isinstance(a, str) and len(a) <= MAX_ARG_CHARS for a in command)
-    ):
-        out.append(
-            f"command must be a list of 1 to {MAX_COMMAND_ARGS} strings"
-            f" of at most {MAX_ARG_CHARS} characters"
-        )
-        return ()
-    if any("\x00" in a for a in command):
-        out.append("command arguments must not contain NUL")
-        return ()
-    return tuple(command)
-
-
-def _parse_systems(resources: object, out: list[str]) -> int:
-    if not isinstance(resources, dict):
-        out.append("resources must be an object")
-        return 1
-    _check_keys(resources, {"systems"}, "resources", out)
-    systems = resources.get("systems", 1)
-    if not _is_int(systems) or not 1 <= systems <= MAX_SYSTEMS:
-        out.append(f"resources.systems must be an integer from 1 to {MAX_SYSTEMS}")
-        return 1
-    value: int = systems
-    return value
-
-
 def parse_job_request(body: object) -> JobRequest:
-    """Validate a decoded JSON body; raise :class:`InvalidRequest` listing every problem."""
-    if not isinstance(body, dict):
-        raise InvalidRequest(["body must be a JSON object"])
-    out: list[str] = []
-    _check_keys(body, _JOB_FIELDS, "body", out)
+    """Validate a decoded JSON body against :data:`JOB_REQUEST_SCHEMA`.
 
-    project = body.get("project")
-    if not isinstance(project, str) or not _PROJECT_RE.fullmatch(project):
-        out.append("project must be a group name (lowercase, at most 32 characters)")
-
-    image = body.get("image")
-    if not isinstance(image, str) or not 0 < len(image) <= MAX_IMAGE_CHARS:
-        out.append(f"image must be a string of 1 to {MAX_IMAGE_CHARS} characters")
-    elif not _IMAGE_RE.fullmatch(image):
-        out.append("image is not a valid image reference")
-
-    args = _parse_command(body.get("command"), out)
-
-    mounts = _parse_mounts(body.get("mounts", []), out)
-
-    systems = _parse_systems(body.get("resources", {"systems": 1}), out)
-
-    priority = body.get("priority")
-    if priority is not None:
-        out.extend(check_priority(priority))
-
-    if out:
-        raise InvalidRequest(out)
+    Raises :class:`InvalidRequest` listing every problem; nothing that fails
+    the schema (an unknown field, a lone surrogate, ...) gets further.
+    """
+    reasons = schema_reasons("job", body)
+    if reasons:
+        raise InvalidRequest(reasons)
+    body = cast(dict[str, Any], body)  # the schema's "type": "object"
+    mounts = tuple(
+        MountRequest(path=m["path"], mode=m.get("mode", "ro")) for m in body.get("mounts", [])
+    )
     return JobRequest(
-        project=str(project),
-        image=str(image),
-        command=args,
+        project=body["project"],
+        image=body["image"],
+        command=tuple(body["command"]),
         mounts=mounts,
-        systems=systems,
-        priority=priority,
+        systems=body.get("resources", {}).get("systems", 1),
+        priority=body.get("priority"),
     )
 
 
 def parse_priority_body(body: object) -> int:
-    """``{"priority": P}`` for PUT /v1/jobs/{id}/priority."""
-    if not isinstance(body, dict):
-        raise InvalidRequest(["body must be a JSON object"])
-    out: list[str] = []
-    _check_keys(body, {"priority"}, "body", out)
-    if "priority" not in body:
-        out.append("priority is required")
-    else:
-        out.extend(check_priority(body["priority"]))
-    if out:
-        raise InvalidRequest(out)
-    value: int = body["priority"]
+    """``{"priority": P}`` for PUT /v1/jobs/{id}/priority, against :data:`PRIORITY_BODY_SCHEMA`."""
+    reasons = schema_reasons("priority", body)
+    if reasons:
+        raise InvalidRequest(reasons)
+    value: int = cast(dict[str, Any], body)["priority"]
     return value
 
 
@@ -265,8 +362,11 @@ class JobRecord:
 
 
 __all__ = [
+    "JOB_NAME_PATTERN",
     "JOB_NAME_PREFIX",
+    "JOB_REQUEST_SCHEMA",
     "MAX_BODY_BYTES",
+    "PRIORITY_BODY_SCHEMA",
     "InvalidRequest",
     "JobRecord",
     "JobRequest",
@@ -275,4 +375,5 @@ __all__ = [
     "job_name",
     "parse_job_request",
     "parse_priority_body",
+    "schema_reasons",
 ]

@@ -15,7 +15,7 @@ no privilege escalation, all capabilities dropped, RuntimeDefault seccomp,
 no service-account token, and NFS only through admin-provisioned PVCs with
 a subPath (inline ``nfs:`` volumes are not allowed under "restricted").
 
-The submitters live in :mod:`tokensvc.cluster.submitters`.
+The submitters live in :mod:`tokensvc.cluster.spool` and :mod:`tokensvc.cluster.kube`.
 """
 
 from __future__ import annotations

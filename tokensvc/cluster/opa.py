@@ -8,39 +8,34 @@ type -- raises :class:`OpaUnavailable` (a :class:`PolicyUnavailable`, HTTP 503)
 so the caller can only ever act on a well-formed decision. Nothing is judged by
 truthiness: ``allow`` must be the JSON literal ``true``.
 
-Asynchronous: the server asks on its event loop, so a decision costs no
-thread hop (two wake-ups of a worker thread per request cost more CPU than
-the client itself). The transport is a small pool of kept-alive connections
-and httptools' C response parser (llhttp, the one uvicorn parses requests
-with): one ``write`` per decision and no Python header parsing; nothing in
-it blocks. docs/api.md records why this is a small client rather than
-opa-python-client, requests or urllib3.
+Asynchronous, on aiohttp: the server asks on its event loop, so a decision
+costs no thread hop, and aiohttp parses answers in C. docs/api.md records
+why this is aiohttp rather than opa-python-client.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-import ssl
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-import httptools
+import aiohttp
 
 from tokensvc.core.errors import PolicyUnavailable
 
 DECISION_PATH: Final = "/v1/data/wsc/authz/decision"
 HEALTH_PATH: Final = "/health"
 DEFAULT_URL: Final = "http://127.0.0.1:8181"
-DEFAULT_TIMEOUT: Final = 1.0  # seconds, per connect and per request
+DEFAULT_TIMEOUT: Final = 1.0  # seconds, for one query as a whole
 # A decision document is a few hundred bytes; anything near this is not ours.
 MAX_RESPONSE_BYTES: Final = 1 << 20
-# Status line and headers of an OPA answer are a few hundred bytes.
-_MAX_HEAD_BYTES: Final = 64 * 1024
 MAX_SUPPLEMENTAL_GROUPS: Final = 16  # NFS AUTH_SYS carries at most 16
+# OPA names decisions with UUIDs; an id is stored on the pod and in file names.
+_DECISION_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 Action = Literal["submit", "get", "list", "cancel", "set_priority"]
 ACTIONS: Final[frozenset[str]] = frozenset({"submit", "get", "list", "cancel", "set_priority"})
@@ -207,137 +202,29 @@ def decision_result(status: int, data: bytes) -> DecisionResult:
         raise OpaUnavailable("undefined", "policy decision undefined (bundle not loaded?)")
     decision = parse_decision(body["result"])
     decision_id = body.get("decision_id")
-    if decision_id is not None and not isinstance(decision_id, str):
-        raise _malformed("decision_id is not a string")
+    if decision_id is not None and not (
+        isinstance(decision_id, str) and _DECISION_ID_RE.fullmatch(decision_id)
+    ):
+        raise _malformed("decision_id is not an identifier")
     return DecisionResult(decision=decision, decision_id=decision_id)
 
 
-class _Connection(asyncio.Protocol):
-    """One kept-alive connection to OPA: one request at a time, the answer parsed by httptools.
-
-    The protocol object is also the parser's callback target. Every way an
-    exchange can end badly (timeout, hang-up, bytes nobody asked for, a
-    parser error, an answer too large) aborts the connection: a connection
-    that is out of step with OPA is never reused.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpResponseParser(self)
-        self.closed = False
-        self.keep_alive = False
-        self._answer: asyncio.Future[tuple[int, bytes]] | None = None
-        self._body: list[bytes] = []
-        self._body_size = 0
-        self._received = 0
-
-    # --- asyncio.Protocol -------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        answer = self._answer
-        if answer is None or answer.done():
-            self.abort()  # nothing was asked (or we gave up): OPA is out of step
-            return
-        self._received += len(data)
-        if self._received > MAX_RESPONSE_BYTES + _MAX_HEAD_BYTES:
-            self._fail(_malformed("response too large"))
-            return
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as err:
-            # httptools wraps what a callback below raises; keep its message.
-            cause = err.__context__
-            self._fail(
-                cause
-                if isinstance(cause, OpaUnavailable)
-                else OpaUnavailable("malformed", "policy engine sent a malformed HTTP answer")
-            )
-
-    def eof_received(self) -> bool:
-        return False  # close our side too; connection_lost follows
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.keep_alive = False
-        answer = self._answer
-        if answer is not None and not answer.done():
-            # A hang-up before the answer was complete: the request may have
-            # been evaluated, so it is not resent; the caller gets a 503.
-            answer.set_exception(OpaUnavailable("unreachable", "policy engine unreachable"))
-
-    # --- httptools callbacks ------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        answer = self._answer
-        if answer is None or answer.done():  # a second answer in the same read
-            raise OpaUnavailable("malformed", "policy engine sent an answer nobody asked for")
-
-    def on_body(self, data: bytes) -> None:
-        self._body_size += len(data)
-        if self._body_size > MAX_RESPONSE_BYTES:
-            raise _malformed("response too large")
-        self._body.append(data)
-
-    def on_message_complete(self) -> None:
-        # Only meaningful now: llhttp resets its flags once the message is done.
-        self.keep_alive = self._parser.should_keep_alive()
-        answer = self._answer
-        if answer is not None and not answer.done():
-            answer.set_result((self._parser.get_status_code(), b"".join(self._body)))
-
-    # --- use ----------------------------------------------------------------------------
-
-    async def exchange(self, request: bytes, timeout: float) -> tuple[int, bytes]:
-        """Write one request (one ``write``), await its answer: (status, body)."""
-        transport = self._transport
-        if transport is None or self.closed:
-            raise OpaUnavailable("unreachable", "policy engine unreachable")
-        answer: asyncio.Future[tuple[int, bytes]] = self._loop.create_future()
-        self._answer, self._body, self._body_size, self._received = answer, [], 0, 0
-        self.keep_alive = False
-        transport.write(request)
-        # A plain timer, not asyncio.timeout(): one heap entry, no task bookkeeping.
-        timer = self._loop.call_later(timeout, self._time_out)
-        try:
-            return await answer
-        except BaseException:
-            self.abort()  # failed, timed out or cancelled: the connection is out of step
-            raise
-        finally:
-            timer.cancel()
-
-    def _time_out(self) -> None:
-        self._fail(OpaUnavailable("timeout", "policy engine timed out"))
-
-    def _fail(self, error: OpaUnavailable) -> None:
-        answer = self._answer
-        if answer is not None and not answer.done():
-            answer.set_exception(error)
-        self.abort()
-
-    def abort(self) -> None:
-        self.closed = True
-        self.keep_alive = False
-        if self._transport is not None:
-            self._transport.abort()
-
-
 class OpaClient:
-    """Asynchronous client for one OPA sidecar, used on the server's event loop.
+    """Asynchronous client for one OPA sidecar, used on the server's event loop (aiohttp).
 
-    A bounded pool of kept-alive connections (``pool_size``; beyond it a
-    query waits for a free connection, within the timeout). A request is one
-    pre-built ``write`` (head and body together) and the answer is parsed by
-    httptools (C) as it arrives: no thread hop, no Python header parsing.
-    Only connection *establishment* is retried (once): a request that may
-    have reached OPA is never sent twice. The timeout bounds connecting,
-    waiting for a connection, and each request's whole exchange.
+    Contract, each point fail closed:
 
-    Bound to the event loop it is first used on; :meth:`close` on that loop.
+    - at most ``pool_size`` connections; beyond that a query waits for one;
+    - one ``timeout`` bounds each query as a whole: waiting for a pooled
+      connection, connecting, sending, and reading the whole answer;
+    - a request that may have reached OPA is never sent twice (aiohttp
+      retries nothing but an idempotent GET on a reused connection that
+      turned out closed; a decision is a POST);
+    - an answer larger than ``MAX_RESPONSE_BYTES`` is refused unread;
+    - anything but a well-formed decision raises :class:`OpaUnavailable`.
+
+    The session is created on first use and bound to that event loop;
+    :meth:`close` on that loop.
     """
 
     def __init__(
@@ -359,29 +246,32 @@ class OpaClient:
         # No path, query or user:password@ (which would travel in the Host header).
         if not parts.hostname or parts.path or parts.query or "@" in parts.netloc:
             raise ValueError("OPA url must be scheme://host[:port]")
-        self._host = parts.hostname
-        self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._tls = ssl.create_default_context() if parts.scheme == "https" else None
-        host = b"Host: " + parts.netloc.encode("idna") + b"\r\n"
-        accept = b"Accept: application/json\r\n"
-        # Everything but the length and the body is the same for every decision.
-        self._decide_head = (
-            b"POST " + DECISION_PATH.encode() + b" HTTP/1.1\r\n" + host + accept
-            + b"Content-Type: application/json\r\nContent-Length: "
-        )  # fmt: skip
-        self._health_request = b"GET " + HEALTH_PATH.encode() + b"?bundles HTTP/1.1\r\n" + host
-        self._health_request += accept + b"\r\n"
-        self._slots = asyncio.Semaphore(pool_size)  # connections in use, at most pool_size
-        self._idle: list[_Connection] = []
+        self._decision_url = self.url + DECISION_PATH
+        self._health_url = self.url + HEALTH_PATH + "?bundles"
+        self._pool_size = pool_size
+        self._session: aiohttp.ClientSession | None = None
         self._closed = False
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise OpaUnavailable("unreachable", "policy engine client is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._pool_size),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                # Uncompressed answers only: the size cap counts what is parsed.
+                headers={"Accept": "application/json", "Accept-Encoding": "identity"},
+                auto_decompress=False,
+                trust_env=False,  # no proxy settings from the environment
+            )
+        return self._session
 
     async def close(self) -> None:
         """Close every connection; queries after this fail closed."""
         self._closed = True
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.abort()
-        await asyncio.sleep(0)  # let the transports finish closing on this loop
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
     async def __aenter__(self) -> OpaClient:
         return self
@@ -394,75 +284,40 @@ class OpaClient:
     async def decide(self, input_doc: Mapping[str, Any]) -> DecisionResult:
         """POST ``{"input": input_doc}`` to the decision path; fail closed."""
         payload = json.dumps({"input": input_doc}, separators=(",", ":")).encode()
-        request = self._decide_head + b"%d\r\n\r\n" % len(payload) + payload
-        return decision_result(*await self._exchange(request))
+        return decision_result(*await self._exchange("POST", self._decision_url, payload))
 
     async def ready(self) -> bool:
         """True once OPA is up and every configured bundle has been activated."""
         try:
-            status, _ = await self._exchange(self._health_request)
+            status, _ = await self._exchange("GET", self._health_url, None)
         except OpaUnavailable:
             return False
         return status == 200
 
     # --- transport --------------------------------------------------------------------
 
-    async def _exchange(self, request: bytes) -> tuple[int, bytes]:
-        if self._closed:
-            raise OpaUnavailable("unreachable", "policy engine client is closed")
-        if self._slots.locked():
-            # Every connection is busy: wait for one, but not beyond the timeout.
-            try:
-                async with asyncio.timeout(self.timeout):
-                    await self._slots.acquire()
-            except TimeoutError as err:
-                raise OpaUnavailable("timeout", "policy engine timed out") from err
-        else:
-            await self._slots.acquire()  # returns at once
+    async def _exchange(self, method: str, url: str, payload: bytes | None) -> tuple[int, bytes]:
+        """One request, its status and whole body; every transport failure as OpaUnavailable."""
+        session = self._client()
+        headers = {"Content-Type": "application/json"} if payload is not None else None
         try:
-            conn = self._checkout() or await self._connect()
-            result = await conn.exchange(request, self.timeout)
-            if conn.keep_alive and not conn.closed and not self._closed:
-                self._idle.append(conn)
-            else:
-                conn.abort()
-            return result
-        finally:
-            self._slots.release()
-
-    def _checkout(self) -> _Connection | None:
-        # Connections OPA closed while idle were marked by the loop; skip them.
-        while self._idle:
-            conn = self._idle.pop()
-            if not conn.closed:
-                return conn
-        return None
-
-    async def _connect(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        error = OpaUnavailable("unreachable", "policy engine unreachable")
-        for _ in range(2):  # establishment only is retried: nothing was sent yet
-            try:
-                async with asyncio.timeout(self.timeout):
-                    _, conn = await loop.create_connection(
-                        lambda: _Connection(loop),
-                        self._host,
-                        self._port,
-                        ssl=self._tls,
-                        server_hostname=self._host if self._tls is not None else None,
-                    )
-            except TimeoutError as err:  # before OSError: TimeoutError is one
-                error = OpaUnavailable("timeout", "policy engine timed out")
-                error.__cause__ = err
-            except ssl.SSLError as err:
-                error = OpaUnavailable("unreachable", "policy engine TLS handshake failed")
-                error.__cause__ = err
-            except OSError as err:
-                error = OpaUnavailable("unreachable", "policy engine unreachable")
-                error.__cause__ = err
-            else:
-                return conn
-        raise error
+            async with session.request(method, url, data=payload, headers=headers) as response:
+                if (response.content_length or 0) > MAX_RESPONSE_BYTES:
+                    raise _malformed("response too large")
+                body = bytearray()
+                async for chunk in response.content.iter_any():
+                    body += chunk
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        raise _malformed("response too large")
+                return response.status, bytes(body)
+        except TimeoutError as err:  # aiohttp's timeouts are TimeoutErrors too
+            raise OpaUnavailable("timeout", "policy engine timed out") from err
+        except aiohttp.ClientResponseError as err:  # an answer that is not HTTP
+            raise OpaUnavailable("malformed", "policy engine sent a malformed HTTP answer") from err
+        except (aiohttp.ClientError, OSError) as err:
+            # Refused, reset, hung up before the whole answer: the request may
+            # have been evaluated, so it is not resent; the caller gets a 503.
+            raise OpaUnavailable("unreachable", "policy engine unreachable") from err
 
 
 __all__ = [

@@ -1,23 +1,26 @@
 """The server's OpenAPI 3.1 document, served at ``/openapi.json`` (prose in docs/api.md).
 
-Hand-written so the contract is reviewed as a contract; the schemas mirror
-:mod:`tokensvc.cluster.jobs` (tests check the bounds agree).
+The request bodies' schemas are not written here: they are the very schemas
+the server validates requests with (:data:`~tokensvc.cluster.jobs.JOB_REQUEST_SCHEMA`,
+:data:`~tokensvc.cluster.jobs.PRIORITY_BODY_SCHEMA`), published without their
+``x-reason`` annotations (the reasons the server gives, not part of the
+contract). Paths, responses and answer shapes are the contract's prose.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from tokensvc.cluster.jobs import (
-    MAX_ARG_CHARS,
-    MAX_COMMAND_ARGS,
-    MAX_IMAGE_CHARS,
-    MAX_MOUNTS,
-    MAX_PATH_CHARS,
-    MAX_PRIORITY,
-    MAX_SYSTEMS,
-    MIN_PRIORITY,
-)
+from tokensvc.cluster.jobs import JOB_NAME_PATTERN, JOB_REQUEST_SCHEMA, PRIORITY_BODY_SCHEMA
+
+
+def published(schema: object) -> Any:
+    """A validation schema as published: a deep copy without ``x-reason`` keys."""
+    if isinstance(schema, dict):
+        return {k: published(v) for k, v in schema.items() if k != "x-reason"}
+    if isinstance(schema, list):
+        return [published(v) for v in schema]
+    return schema
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -43,9 +46,8 @@ _JOB_ID: Final = {
     "name": "job_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "pattern": "^wsc-job-[0-9a-f]{32}$"},
+    "schema": {"type": "string", "pattern": JOB_NAME_PATTERN},
 }
-_PRIORITY: Final = {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY}
 
 OPENAPI: Final[dict[str, Any]] = {
     "openapi": "3.1.0",
@@ -107,16 +109,7 @@ OPENAPI: Final[dict[str, Any]] = {
                 "operationId": "setJobPriority",
                 "requestBody": {
                     "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "additionalProperties": False,
-                                "required": ["priority"],
-                                "properties": {"priority": _PRIORITY},
-                            }
-                        }
-                    },
+                    "content": {"application/json": {"schema": _ref("PriorityRequest")}},
                 },
                 "responses": {
                     "200": _response("Priority recorded (the policy may adjust it)", "JobResult"),
@@ -161,59 +154,11 @@ OPENAPI: Final[dict[str, Any]] = {
         },
         "schemas": {
             "JobRequest": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["project", "image", "command"],
-                "properties": {
-                    "project": {
-                        "type": "string",
-                        "pattern": "^[a-z_][a-z0-9_-]{0,31}$",
-                        "description": "Group the job is charged to and runs with",
-                    },
-                    "image": {
-                        "type": "string",
-                        "minLength": 1,
-                        "maxLength": MAX_IMAGE_CHARS,
-                        "pattern": "^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$",
-                    },
-                    "command": {
-                        "type": "array",
-                        "minItems": 1,
-                        "maxItems": MAX_COMMAND_ARGS,
-                        "items": {"type": "string", "maxLength": MAX_ARG_CHARS},
-                    },
-                    "mounts": {
-                        "type": "array",
-                        "maxItems": MAX_MOUNTS,
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["path"],
-                            "properties": {
-                                "path": {
-                                    "type": "string",
-                                    "pattern": "^/[^\\x00-\\x1f\\x7f]*$",
-                                    "maxLength": MAX_PATH_CHARS,
-                                },
-                                "mode": {"enum": ["ro", "rw"], "default": "ro"},
-                            },
-                        },
-                    },
-                    "resources": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
-                            "systems": {
-                                "type": "integer",
-                                "minimum": 1,
-                                "maximum": MAX_SYSTEMS,
-                                "default": 1,
-                            }
-                        },
-                    },
-                    "priority": _PRIORITY,
-                },
+                **published(JOB_REQUEST_SCHEMA),
+                "description": "Strings must be valid Unicode (no lone surrogates); integers "
+                "are written without a fraction. Unknown fields are refused.",
             },
+            "PriorityRequest": published(PRIORITY_BODY_SCHEMA),
             "Job": {
                 "type": "object",
                 "properties": {

@@ -7,9 +7,18 @@ launcher generates, with PVC subPath mounts.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import secrets
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from kube import JOBS_NAMESPACE, KubeAPI
@@ -121,22 +130,138 @@ def test_forbidden_namespace_is_a_clean_failure(kube_api: KubeAPI) -> None:
         namespace="default", kubeconfig=str(kube_api.kubeconfig("launcher")), timeout=10
     )
     try:
-        with pytest.raises(SubmitFailed, match="403"):
+        with pytest.raises(SubmitFailed, match="403") as err:
             sub.create(manifest())
+        assert err.value.created is False  # refused: nothing was stored
     finally:
         sub.close()
 
 
-def test_unreachable_api_server_is_submit_failed(tmp_path: Any, kube_api: KubeAPI) -> None:
-    config = kube_api.kubeconfig("launcher").read_text()
-    dead = tmp_path / "kubeconfig"
-    dead.write_text(config.replace(kube_api.url, "https://127.0.0.1:1"))
-    sub = KubernetesSubmitter(namespace=JOBS_NAMESPACE, kubeconfig=str(dead), timeout=2)
+def kubeconfig_for(kube_api: KubeAPI, url: str, tmp_path: Path) -> str:
+    """The launcher's kubeconfig, pointed at another address."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(kube_api.kubeconfig("launcher").read_text().replace(kube_api.url, url))
+    return str(path)
+
+
+def timed_failure(action: Callable[[], object]) -> tuple[SubmitFailed, float]:
+    started = time.monotonic()
+    with pytest.raises(SubmitFailed) as err:
+        action()
+    return err.value, time.monotonic() - started
+
+
+def every_action(sub: KubernetesSubmitter) -> dict[str, tuple[Callable[[], object], int]]:
+    """Each action, and how many calls (of ``sub.timeout`` each) its deadline allows."""
+    name = f"wsc-job-{'0' * 32}"
+    return {
+        "create": (lambda: sub.create(manifest()), 2),
+        "get": (lambda: sub.get(name), 1),
+        "list": (sub.list, 1),
+        "delete": (lambda: sub.delete(name), 2),
+        "set_priority": (lambda: sub.set_priority(name, 1), 2),
+    }
+
+
+def test_refused_connection_fails_at_once_with_nothing_created(
+    tmp_path: Path, kube_api: KubeAPI
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))  # bound, never listening: connection refused
+        url = f"https://127.0.0.1:{s.getsockname()[1]}"
+        sub = KubernetesSubmitter(
+            namespace=JOBS_NAMESPACE, kubeconfig=kubeconfig_for(kube_api, url, tmp_path), timeout=2
+        )
+        try:
+            for what, (action, _) in every_action(sub).items():
+                err, elapsed = timed_failure(action)
+                assert err.created is False, what  # no connection: nothing sent
+                assert elapsed < 1.0, what  # no retries, no waiting for a timeout
+        finally:
+            sub.close()
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """A real socket that accepts connections and never answers (nor reads)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
     try:
-        with pytest.raises(SubmitFailed):
-            sub.create(manifest())
+        yield f"https://127.0.0.1:{server.getsockname()[1]}"
     finally:
+        server.shutdown(socket.SHUT_RDWR)
+        server.close()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+
+
+def test_a_server_that_never_answers_is_bounded_by_the_deadline(
+    tmp_path: Path, kube_api: KubeAPI
+) -> None:
+    timeout = 0.5
+    with silent_server() as url:
+        sub = KubernetesSubmitter(
+            namespace=JOBS_NAMESPACE,
+            kubeconfig=kubeconfig_for(kube_api, url, tmp_path),
+            timeout=timeout,
+        )
+        try:
+            for what, (action, calls) in every_action(sub).items():
+                err, elapsed = timed_failure(action)
+                # Connected, then silence: whether a request was acted on is unknown.
+                assert err.created is None, what
+                assert elapsed < calls * timeout + 0.5, (what, elapsed)
+        finally:
+            sub.close()
+
+
+def apiserver_pid(kube_api: KubeAPI) -> int:
+    """The kube-apiserver process serving ``kube_api`` (found by its --secure-port)."""
+    flag = f"--secure-port={urlsplit(kube_api.url).port}".encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                if args[0].endswith(b"kube-apiserver") and flag in args:
+                    return int(entry)
+    raise LookupError("kube-apiserver process not found")
+
+
+def test_a_stopped_api_server_is_bounded_by_the_deadline(
+    kube_api: KubeAPI, submitter: KubernetesSubmitter
+) -> None:
+    pid = apiserver_pid(kube_api)
+    timeout = 1.0
+    sub = KubernetesSubmitter(
+        namespace=JOBS_NAMESPACE, kubeconfig=str(kube_api.kubeconfig("launcher")), timeout=timeout
+    )
+    pod = manifest()
+    sub.list()  # a kept-alive connection: the next requests are sent for sure
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        err, elapsed = timed_failure(lambda: sub.create(pod))
+        assert err.created is None  # sent, never answered: it may exist
+        assert elapsed < 2 * timeout + 0.5
+        for what, (action, calls) in every_action(sub).items():
+            if what != "create":
+                err, elapsed = timed_failure(action)
+                assert elapsed < calls * timeout + 0.5, (what, elapsed)
+    finally:
+        os.kill(pid, signal.SIGCONT)
         sub.close()
+    # The API server may yet act on what it had received; leave nothing behind.
+    with contextlib.suppress(NotFound):
+        submitter.delete(pod["metadata"]["name"])
+    assert submitter.list() is not None  # the API server serves again
 
 
 def test_bad_kubeconfig_is_submit_failed(tmp_path: Any) -> None:

@@ -1,0 +1,110 @@
+"""What every job store (submitter) shares: its interface and how a job is read from a pod.
+
+The pod is the single record of a job: owner uid, project and priority are
+read back from its labels and annotations, never from a client. Every store
+refuses a second pod with the same name (:class:`JobExists`): the name is
+derived from the submit token's id, so a replayed submit collides there even
+if it slipped past one replica's replay cache.
+
+Stores wrap their libraries' errors at their edge: callers see
+:class:`JobExists`, :class:`~tokensvc.core.errors.NotFound` or
+:class:`~tokensvc.core.errors.SubmitFailed` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any, Protocol
+
+from tokensvc.cluster.jobs import JobRecord, is_job_name
+from tokensvc.cluster.launcher import (
+    ANNOTATION_DECISION_ID,
+    ANNOTATION_PRIORITY,
+    LABEL_MANAGED_BY,
+    LABEL_OWNER_UID,
+    LABEL_PROJECT,
+    LABEL_TOKEN_ID,
+    MANAGED_BY,
+)
+from tokensvc.core.errors import Replayed, TokenServiceError
+
+
+class JobExists(Replayed):
+    """A job with this token's name already exists: the submit token was used before."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        TokenServiceError.__init__(self, f"job {name} already exists (token already used)")
+
+
+class Submitter(Protocol):
+    """Where pods go. Every method is blocking; the server calls them off the event loop.
+
+    Every method answers within the store's own deadline (documented per
+    store) or raises :class:`~tokensvc.core.errors.SubmitFailed`.
+    """
+
+    def create(self, manifest: dict[str, Any]) -> JobRecord:
+        """Create the pod; :class:`JobExists` if the name is taken."""
+
+    def get(self, name: str) -> JobRecord:
+        """The job's record; :class:`NotFound` if there is no such job."""
+
+    def list(
+        self, *, owner_uid: int | None = None, projects: Collection[str] | None = None
+    ) -> list[JobRecord]:
+        """Every job this service created, sorted by name; or, filtered, the visible ones.
+
+        Given either filter: the jobs ``owner_uid`` owns and those in one of
+        ``projects`` (what the policy's ``visible_projects`` lets a caller see).
+        """
+
+    def delete(self, name: str) -> None:
+        """Cancel the job; :class:`NotFound` if there is no such job."""
+
+    def set_priority(self, name: str, priority: int) -> JobRecord:
+        """Record a new priority on the job; :class:`NotFound` if there is no such job."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def record_from_manifest(manifest: dict[str, Any]) -> JobRecord:
+    """Read a job record from a pod dict; ValueError if it is not one of ours."""
+    meta = manifest.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    name = meta.get("name")
+    if not isinstance(name, str) or not is_job_name(name):
+        raise ValueError("not a tokensvc job name")
+    if labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
+        raise ValueError("pod not managed by tokensvc")
+    owner = labels.get(LABEL_OWNER_UID, "")
+    project = labels.get(LABEL_PROJECT)
+    token_id = labels.get(LABEL_TOKEN_ID)
+    if not (isinstance(owner, str) and owner.isascii() and owner.isdigit()):
+        raise ValueError("owner label missing or not a uid")
+    if not isinstance(project, str) or not isinstance(token_id, str):
+        raise ValueError("project or token-id label missing")
+    raw_priority = annotations.get(ANNOTATION_PRIORITY)
+    priority = (
+        int(raw_priority)
+        if isinstance(raw_priority, str) and raw_priority.isascii() and raw_priority.isdigit()
+        else None
+    )
+    decision_id = annotations.get(ANNOTATION_DECISION_ID)
+    status = manifest.get("status") or {}
+    created = meta.get("creationTimestamp")
+    return JobRecord(
+        name=name,
+        owner_uid=int(owner),
+        project=project,
+        priority=priority,
+        token_id=token_id,
+        decision_id=decision_id if isinstance(decision_id, str) else None,
+        phase=str(status.get("phase") or "Pending"),
+        created=str(created) if created is not None else None,
+    )
+
+
+__all__ = ["JobExists", "Submitter", "record_from_manifest"]

@@ -1,0 +1,194 @@
+"""The Kubernetes submitter: pods through the official client, each call within a deadline.
+
+Deadlines, not hidden retries. Every API call carries ``timeout`` (seconds,
+bounding connecting and each wait for the server) and is sent at most once:
+the client's urllib3 retries are turned off, because a retried create or
+delete would cost another full timeout each and a retried create may land
+twice. An action makes at most two calls, so it answers within ``2 *
+timeout`` whatever the API server does (refuses, stalls, hangs up):
+
+=============  ==================================  =============
+action         calls                                deadline
+=============  ==================================  =============
+create         create; after an ambiguous failure,  2 x timeout
+               a clean-up delete
+get, list      one read                             1 x timeout
+delete         read (ours?), delete                 2 x timeout
+set_priority   read (ours?), patch                  2 x timeout
+=============  ==================================  =============
+
+A failed create says what may exist (``SubmitFailed.created``): False when
+nothing can have been created -- the connection was never made, or the API
+server answered 4xx -- and None only when the outcome is unknown (the request
+was sent and no answer came, or a 5xx) and the clean-up delete could not
+confirm that no pod is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Collection
+from typing import Any, Final
+
+import urllib3
+import yaml
+
+from tokensvc.cluster.jobs import JobRecord, is_job_name
+from tokensvc.cluster.jobstore import JobExists, record_from_manifest
+from tokensvc.cluster.launcher import (
+    ANNOTATION_PRIORITY,
+    DEFAULT_NAMESPACE,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+)
+from tokensvc.core.errors import NotFound, SubmitFailed
+
+DEFAULT_TIMEOUT: Final = 5.0  # seconds per API call
+
+
+class KubernetesSubmitter:
+    """Pods through the official client (kubeconfig, or in-cluster service account)."""
+
+    def __init__(
+        self,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        # Imported here: the spool-only server never pays for the API machinery.
+        from kubernetes import client as k8s  # noqa: PLC0415
+        from kubernetes import config as k8s_config  # noqa: PLC0415
+
+        self._k8s = k8s
+        cfg = k8s.Configuration()
+        try:
+            if kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ:
+                k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            else:
+                k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=kubeconfig,
+                    context=context,
+                    client_configuration=cfg,
+                    persist_config=False,
+                )
+        except (k8s_config.ConfigException, OSError, ValueError, yaml.YAMLError) as err:
+            raise SubmitFailed("cannot load Kubernetes client configuration") from err
+        # urllib3's default would retry every call up to 3 times; False: no
+        # retry of any kind, each error raised as it happens (not wrapped).
+        cfg.retries = False
+        cfg.client_go_retries = False  # nor Retry-After loops on reads
+        self.namespace = namespace
+        self.timeout = timeout
+        self._api_client = k8s.ApiClient(cfg)
+        self._api = k8s.CoreV1Api(self._api_client)
+
+    def _call(self, what: str, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """One API call, sent once, within ``timeout``; errors as NotFound/JobExists/SubmitFailed.
+
+        ``SubmitFailed.created`` is False when the request cannot have reached
+        the API server or was refused with a 4xx, None when it may have been
+        acted on.
+        """
+        try:
+            return fn(*args, _request_timeout=self.timeout, **kwargs)
+        except self._k8s.ApiException as err:
+            status: int | None = err.status or None  # 0: TLS failure inside the client
+            if status == 404:
+                raise NotFound(f"no job {name}") from err
+            if status == 409 and what == "create":
+                raise JobExists(name) from err
+            refused = status is not None and 400 <= status < 500 and status != 408
+            raise SubmitFailed(
+                f"Kubernetes API {what} failed ({status or 'no response'})",
+                status=status,
+                created=False if refused else None,
+            ) from err
+        except urllib3.exceptions.ConnectTimeoutError as err:
+            # Includes NewConnectionError (refused, unreachable, name not
+            # resolved): no connection, so nothing was sent.
+            raise SubmitFailed(
+                f"Kubernetes API {what} failed (cannot connect)", created=False
+            ) from err
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as err:
+            # Read timeout, hang-up, an undecodable answer (ValueError from
+            # the client's models): the request was sent, the outcome unknown.
+            raise SubmitFailed(f"Kubernetes API {what} failed (no response)", created=None) from err
+
+    def _to_record(self, pod: Any, name: str) -> JobRecord:
+        manifest = self._api_client.sanitize_for_serialization(pod)  # type: ignore[no-untyped-call]
+        try:
+            return record_from_manifest(manifest)
+        except ValueError as err:
+            raise NotFound(f"no job {name}") from err
+
+    def create(self, manifest: dict[str, Any]) -> JobRecord:
+        record = record_from_manifest(manifest)
+        try:
+            self._call(
+                "create", record.name, self._api.create_namespaced_pod, self.namespace, manifest
+            )
+        except SubmitFailed as err:
+            # The outcome is unknown: remove whatever may exist, so that the
+            # client's error is the truth whenever the API server lets us.
+            if err.created is None and not self._none_left(record.name):
+                raise SubmitFailed(
+                    f"Kubernetes API create failed and job {record.name} may exist",
+                    status=err.status,
+                    created=None,
+                ) from err
+            raise SubmitFailed(str(err), status=err.status, created=False) from err
+        return record
+
+    def _none_left(self, name: str) -> bool:
+        """After an ambiguous create: delete any pod of that name. True once none is left."""
+        try:
+            self._call("delete", name, self._api.delete_namespaced_pod, name, self.namespace)
+        except NotFound:
+            return True
+        except SubmitFailed:
+            return False
+        return True
+
+    def get(self, name: str) -> JobRecord:
+        if not is_job_name(name):
+            raise NotFound(f"no job {name!r}")
+        pod = self._call("get", name, self._api.read_namespaced_pod, name, self.namespace)
+        return self._to_record(pod, name)
+
+    def list(
+        self, *, owner_uid: int | None = None, projects: Collection[str] | None = None
+    ) -> list[JobRecord]:
+        pods = self._call(
+            "list",
+            "",
+            self._api.list_namespaced_pod,
+            self.namespace,
+            label_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}",
+        )
+        records = []
+        for pod in pods.items:
+            with contextlib.suppress(NotFound):
+                records.append(self._to_record(pod, ""))
+        if owner_uid is None and projects is None:
+            return records
+        visible = set(projects or ())
+        return [r for r in records if r.owner_uid == owner_uid or r.project in visible]
+
+    def delete(self, name: str) -> None:
+        self.get(name)  # only ever delete pods that are ours
+        self._call("delete", name, self._api.delete_namespaced_pod, name, self.namespace)
+
+    def set_priority(self, name: str, priority: int) -> JobRecord:
+        self.get(name)
+        patch = {"metadata": {"annotations": {ANNOTATION_PRIORITY: str(priority)}}}
+        pod = self._call("patch", name, self._api.patch_namespaced_pod, name, self.namespace, patch)
+        return self._to_record(pod, name)
+
+    def close(self) -> None:
+        self._api_client.close()  # type: ignore[no-untyped-call]
+
+
+__all__ = ["DEFAULT_TIMEOUT", "KubernetesSubmitter"]
