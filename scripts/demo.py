@@ -124,7 +124,7 @@ class Scenarios:
         self.title("The ml-team admin raises A's job priority")
         self.show(self.cli(admin, "priority", job_id, "9"))
 
-        self.title("A replays one token, then uses it for another job: both are refused")
+        self.title("A resends one token: the same request gets the same job, another job nothing")
         self.replay(a)
 
         self.title("C (ml-team, vision, students) charges a job to each of its groups")
@@ -167,7 +167,8 @@ class Scenarios:
         digest = request_digest(parse_job_request(body).to_input())
         token = self.cli(user, "token", "--bind", digest).stdout.strip()
         other = {**body, "command": ["sh", "-c", "something else"]}
-        for attempt, sent in (("first use", body), ("replay", body), ("another job", other)):
+        attempts = (("first use", body), ("same request again", body), ("another job", other))
+        for attempt, sent in attempts:
             resp = requests.post(
                 f"{self.stack.server_url}/v1/jobs",
                 json=sent,

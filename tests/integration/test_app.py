@@ -117,11 +117,22 @@ def test_authentic_but_unacceptable_tokens_say_why(server: AppServer) -> None:
     assert call(server, "GET", "/v1/jobs", foreign).json()["code"] == "wrong_realm"
 
 
-def test_replayed_token_is_409(server: AppServer) -> None:
+def test_a_retry_of_the_same_request_gets_the_same_job_and_a_replay_after_cancel_409(
+    server: AppServer,
+) -> None:
     token = server.token(USER_A, body=JOB)
-    assert call(server, "POST", "/v1/jobs", token, json=JOB).status_code == 201
-    again = call(server, "POST", "/v1/jobs", token, json=JOB)
-    assert (again.status_code, again.json()["code"]) == (409, "replayed")
+    first = call(server, "POST", "/v1/jobs", token, json=JOB)
+    assert first.status_code == 201
+    job = first.json()["job"]["id"]
+    before = server.spooled()
+    again = call(server, "POST", "/v1/jobs", token, json=JOB)  # the answer was lost, say
+    assert (again.status_code, again.json()["job"]["id"]) == (200, job)
+    assert server.spooled() == before
+    cancel = call(server, "DELETE", f"/v1/jobs/{job}", server.token(USER_A))
+    assert cancel.status_code == 200
+    replay = call(server, "POST", "/v1/jobs", token, json=JOB)
+    assert (replay.status_code, replay.json()["code"]) == (409, "replayed")
+    assert job not in server.spooled()
 
 
 def test_a_token_bound_to_another_request_or_unbound_is_401_wrong_request(

@@ -93,7 +93,7 @@ def test_demo_runs_the_scenarios_and_stops_cleanly(
         "job of another user in a project you are not a member of",  # B on A's job
         "uid 0 (root) is never allowed",
         "first use: HTTP 201",
-        "replay: HTTP 409 token already used",
+        "same request again: HTTP 200 wsc-job-",
         "another job: HTTP 401 token is bound to another request",
         "stopped: every process ended",
     ]

@@ -187,25 +187,29 @@ def test_expired_and_wrong_realm_tokens_get_401_after_authentication(stack: Stac
     assert "realm" in resp.json()["error"]
 
 
-def test_replayed_token_gets_409_replayed_and_creates_nothing(stack: Stack) -> None:
+def test_a_retried_submit_gets_its_job_and_its_token_nothing_else(stack: Stack) -> None:
     token = forge_token(stack, USER_A, body=job_body())
     first = http(stack, "POST", "/v1/jobs", token, json=job_body())
     assert first.status_code == 201
     before = spooled(stack)
     again = http(stack, "POST", "/v1/jobs", token, json=job_body())
-    assert again.status_code == 409
-    assert again.json()["code"] == "replayed"
+    assert (again.status_code, again.json()["job"]["id"]) == (200, first.json()["job"]["id"])
     # A token bound to one submit cannot be spent on another call either.
     other = http(stack, "GET", "/v1/jobs", token)
     assert (other.status_code, other.json()["code"]) == (401, "wrong_request")
     assert spooled(stack) == before
 
 
-def test_replay_after_restart_collides_with_409(stack: Stack) -> None:
+def test_replay_after_cancel_and_after_restart_is_refused(stack: Stack) -> None:
     token = forge_token(stack, USER_A, body=job_body())
-    assert http(stack, "POST", "/v1/jobs", token, json=job_body()).status_code == 201
+    first = http(stack, "POST", "/v1/jobs", token, json=job_body())
+    assert first.status_code == 201
+    job = first.json()["job"]["id"]
+    assert http(stack, "DELETE", f"/v1/jobs/{job}", forge_token(stack, USER_A)).status_code == 200
     before = spooled(stack)
-    stack.stop_process("server")  # the replay cache is gone with the process
+    resp = http(stack, "POST", "/v1/jobs", token, json=job_body())
+    assert (resp.status_code, resp.json()["code"]) == (409, "replayed")
+    stack.stop_process("server")  # nothing of the first server's memory survives
     stack.start_server()
     resp = http(stack, "POST", "/v1/jobs", token, json=job_body())
     assert (resp.status_code, resp.json()["code"]) == (409, "replayed")
@@ -409,7 +413,7 @@ def test_submitter_failure_leaves_no_half_state_and_tells_the_client(stack: Stac
         assert "no job was created" in resp.json()["error"]
         assert not stack.spool.exists()
         log = stack.log("server").read_text()
-        assert '"event":"not_created"' in log and '"kind":"backend"' in log
+        assert '"event":"not_created"' in log and '"kind":"record"' in log
     finally:
         hidden.rename(stack.spool)
     assert not [p for p in stack.spool.iterdir() if p.name.startswith(".tmp")]

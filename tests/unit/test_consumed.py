@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -69,8 +71,13 @@ def test_unreadable_record_refuses_rather_than_forgets(tmp_path: Path) -> None:
 def test_stale_temporaries_are_removed_at_start(tmp_path: Path) -> None:
     stale = tmp_path / f".{TOKEN}.0011223344556677.tmp"
     stale.write_text("half")
+    fresh = tmp_path / f".{TOKEN}.8899aabbccddeeff.tmp"
+    fresh.write_text("another server is writing this one")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
     SpoolRecords(tmp_path)
     assert not stale.exists()
+    assert fresh.exists()
 
 
 def test_a_store_that_cannot_be_written_fails_closed(tmp_path: Path) -> None:

@@ -17,7 +17,13 @@ from hypothesis import strategies as st
 from tokensvc.cluster.jobs import MAX_ARG_CHARS, JobRequest, parse_job_request
 from tokensvc.cluster.launcher import build_manifest, build_pod, pod_manifest
 from tokensvc.cluster.opa import Decision, GrantedMount, RunAs
-from tokensvc.cluster.spool import INDEX_DIR, STALE_TMP_SECONDS, entry_name, record_from_entry
+from tokensvc.cluster.spool import (
+    CONSUMED_DIR,
+    INDEX_DIR,
+    STALE_TMP_SECONDS,
+    entry_name,
+    record_from_entry,
+)
 from tokensvc.cluster.submitters import (
     JobExists,
     SpoolSubmitter,
@@ -62,7 +68,8 @@ def test_second_create_with_the_same_token_collides(tmp_path: Path) -> None:
         spool.create(pod(uid=1002))
     assert isinstance(err.value, Replayed)
     assert spool.get(err.value.name).owner_uid == 1001  # the first one stands
-    assert sorted(p.name for p in tmp_path.iterdir()) == [INDEX_DIR, f"wsc-job-{'a' * 32}.yaml"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [CONSUMED_DIR, INDEX_DIR, f"wsc-job-{'a' * 32}.yaml"]
     assert len(os.listdir(tmp_path / INDEX_DIR)) == 1
 
 
@@ -91,6 +98,7 @@ def test_failure_leaves_nothing_behind(tmp_path: Path) -> None:
     spool = SpoolSubmitter(tmp_path / "jobs")
     # The backend vanishes under the running server.
     (tmp_path / "jobs" / INDEX_DIR).rmdir()
+    (tmp_path / "jobs" / CONSUMED_DIR).rmdir()
     (tmp_path / "jobs").rmdir()
     with pytest.raises(SubmitFailed, match="no job was created"):
         spool.create(pod())

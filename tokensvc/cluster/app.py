@@ -18,6 +18,7 @@ error body carries ``code`` and ``error`` from :mod:`tokensvc.core.errors`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -298,8 +299,10 @@ class JobApi:
 
 
 def _created(done: Submitted) -> Response:
+    """201 for a job this request created; 200 for the same request's earlier job (a retry)."""
     payload = {"job": done.job.to_json(), "decision_id": done.decision_id, "pod": done.pod}
-    return JSONResponse(payload, 201, headers={"Location": f"/v1/jobs/{done.job.name}"})
+    status = 200 if done.existing else 201
+    return JSONResponse(payload, status, headers={"Location": f"/v1/jobs/{done.job.name}"})
 
 
 def _job_answer(done: Acted) -> Response:
@@ -452,8 +455,20 @@ def _stopped(signum: int, frame: object) -> None:
     """Installed before uvicorn's handlers; see :func:`_serve`."""
 
 
+async def _reconcile_forever(service: AdmissionService, settings: Settings) -> None:
+    """Every ``reconcile_interval`` seconds, :meth:`AdmissionService.reconcile` (errors audited)."""
+    server = settings.server
+    while True:
+        await asyncio.sleep(server.reconcile_interval)
+        try:
+            await service.reconcile(hold_deadline=server.hold_deadline)
+        except TokenServiceError as err:  # the store is down: try again next time
+            await service.blocking(audit_line, {"event": "reconcile_failed", "error": str(err)})
+
+
 async def _serve(server: Any, service: AdmissionService, settings: Settings) -> None:
     reloads = _reload_keys_on_sighup(service, settings)
+    reconciler = asyncio.get_running_loop().create_task(_reconcile_forever(service, settings))
     # uvicorn handles SIGINT/SIGTERM (stop accepting, finish in-flight
     # requests) and, once stopped, raises the signal again with the handler
     # that was there before it. That handler is this no-op, so the cleanup
@@ -463,6 +478,9 @@ async def _serve(server: Any, service: AdmissionService, settings: Settings) -> 
     try:
         await server.serve()
     finally:
+        reconciler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reconciler
         for task in list(reloads):
             await task
         await service.close()

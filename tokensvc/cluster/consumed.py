@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
@@ -38,6 +39,7 @@ ANNOTATION_DIGEST: Final = "tokensvc.io/request-digest"
 ANNOTATION_EXPIRES: Final = "tokensvc.io/expires-at"
 ANNOTATION_STATE: Final = "tokensvc.io/state"
 MAX_RECORD_BYTES: Final = 4096
+STALE_TMP_SECONDS: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,13 +207,19 @@ class SpoolRecords:
                     removed += 1
         return removed
 
-    def remove_temporaries(self) -> None:
-        """Delete temporary files a crashed process left behind (never a record)."""
+    def remove_temporaries(self, *, now: float | None = None) -> None:
+        """Delete temporary files a crashed process left behind (never a record).
+
+        Only those older than ``STALE_TMP_SECONDS``: another server sharing
+        the directory may be between writing one and linking it.
+        """
+        now = time.time() if now is None else now
         with contextlib.suppress(OSError):
             for entry in os.scandir(self.directory):
                 if entry.name.startswith(".") and entry.name.endswith(".tmp"):
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry.path)
+                        if now - entry.stat().st_mtime > STALE_TMP_SECONDS:
+                            os.unlink(entry.path)
 
 
 # --- Kubernetes ---------------------------------------------------------------------------

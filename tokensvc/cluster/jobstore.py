@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any, Protocol
 
+from tokensvc.cluster.consumed import RecordStore
 from tokensvc.cluster.jobs import JobRecord, is_job_name
 from tokensvc.cluster.launcher import (
     ANNOTATION_DECISION_ID,
@@ -42,10 +43,24 @@ class Submitter(Protocol):
 
     Every method answers within the store's own deadline (documented per
     store) or raises :class:`~tokensvc.core.errors.SubmitFailed`.
+
+    A job is created *held* (it cannot start) and made runnable by
+    :meth:`release` once its submit token's record says it was admitted;
+    ``records`` keeps those consumed-token records in the same store.
     """
 
+    @property
+    def records(self) -> RecordStore:
+        """The consumed submit-token records, kept in this store."""
+
     def create(self, manifest: dict[str, Any]) -> JobRecord:
-        """Create the pod; :class:`JobExists` if the name is taken."""
+        """Create the pod, held; :class:`JobExists` if the name is taken."""
+
+    def release(self, name: str) -> None:
+        """Let a held job run (idempotent); :class:`NotFound` if there is no such job."""
+
+    def held(self, older_than: float) -> list[str]:
+        """Names of jobs still held that were created before ``older_than`` (unix seconds)."""
 
     def get(self, name: str) -> JobRecord:
         """The job's record; :class:`NotFound` if there is no such job."""

@@ -34,6 +34,7 @@ from typing import Any, Final
 import urllib3
 import yaml
 
+from tokensvc.cluster.consumed import KubernetesRecords
 from tokensvc.cluster.jobs import JobRecord, is_job_name
 from tokensvc.cluster.jobstore import JobExists, record_from_manifest
 from tokensvc.cluster.launcher import (
@@ -45,6 +46,10 @@ from tokensvc.cluster.launcher import (
 from tokensvc.core.errors import NotFound, SubmitFailed
 
 DEFAULT_TIMEOUT: Final = 5.0  # seconds per API call
+# The scheduling gate every job pod is created with; the scheduler ignores the
+# pod until it is removed (release), which happens only once the submit's
+# consumed-token record says the job was admitted.
+ADMISSION_GATE: Final = "tokensvc.io/admitted"
 
 
 class KubernetesSubmitter:
@@ -84,6 +89,7 @@ class KubernetesSubmitter:
         self.timeout = timeout
         self._api_client = k8s.ApiClient(cfg)
         self._api = k8s.CoreV1Api(self._api_client)
+        self.records = KubernetesRecords(self._api, k8s, namespace=namespace, timeout=timeout)
 
     def _call(self, what: str, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """One API call, sent once, within ``timeout``; errors as NotFound/JobExists/SubmitFailed.
@@ -125,11 +131,12 @@ class KubernetesSubmitter:
             raise NotFound(f"no job {name}") from err
 
     def create(self, manifest: dict[str, Any]) -> JobRecord:
+        """Create the pod with the admission scheduling gate: it cannot start until released."""
         record = record_from_manifest(manifest)
+        spec = manifest.get("spec") or {}
+        held = {**manifest, "spec": {**spec, "schedulingGates": [{"name": ADMISSION_GATE}]}}
         try:
-            self._call(
-                "create", record.name, self._api.create_namespaced_pod, self.namespace, manifest
-            )
+            self._call("create", record.name, self._api.create_namespaced_pod, self.namespace, held)
         except SubmitFailed as err:
             # The outcome is unknown: remove whatever may exist, so that the
             # client's error is the truth whenever the API server lets us.
@@ -141,6 +148,32 @@ class KubernetesSubmitter:
                 ) from err
             raise SubmitFailed(str(err), status=err.status, created=False) from err
         return record
+
+    def release(self, name: str) -> None:
+        """Remove the admission gate (a JSON patch; removing an absent gate is a no-op)."""
+        pod = self._call("get", name, self._api.read_namespaced_pod, name, self.namespace)
+        gates = [g.name for g in (pod.spec.scheduling_gates or [])]
+        if ADMISSION_GATE not in gates:
+            return
+        kept = [{"name": g} for g in gates if g != ADMISSION_GATE]
+        patch = [{"op": "replace", "path": "/spec/schedulingGates", "value": kept}]
+        self._call("release", name, self._api.patch_namespaced_pod, name, self.namespace, patch)
+
+    def held(self, older_than: float) -> list[str]:
+        pods = self._call(
+            "list",
+            "",
+            self._api.list_namespaced_pod,
+            self.namespace,
+            label_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}",
+        )
+        names = []
+        for pod in pods.items:
+            gates = [g.name for g in (pod.spec.scheduling_gates or [])]
+            created = pod.metadata.creation_timestamp
+            if ADMISSION_GATE in gates and created is not None and created.timestamp() < older_than:
+                names.append(pod.metadata.name)
+        return sorted(names)
 
     def _none_left(self, name: str) -> bool:
         """After an ambiguous create: delete any pod of that name. True once none is left."""
@@ -191,4 +224,4 @@ class KubernetesSubmitter:
         self._api_client.close()  # type: ignore[no-untyped-call]
 
 
-__all__ = ["DEFAULT_TIMEOUT", "KubernetesSubmitter"]
+__all__ = ["ADMISSION_GATE", "DEFAULT_TIMEOUT", "KubernetesSubmitter"]

@@ -45,6 +45,11 @@ class Metrics:
         self.submit_failures = Counter(
             "tokensvc_submit_failures", "Submitter failures by kind", ["kind"], registry=r
         )
+        self.reconciled = Counter(
+            "tokensvc_reconciled_jobs",
+            "Held jobs removed because no submit released them in time",
+            registry=r,
+        )
         # Children looked up once: ``labels()`` takes a lock and walks a dict per call.
         self.decision_results = {
             (action, result): self.decisions.labels(action, result)

@@ -16,14 +16,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import hmac
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from tokensvc.cluster.audit import audit_line, loggable_input
+from tokensvc.cluster.consumed import TokenRecord
 from tokensvc.cluster.jobs import JobRecord, JobRequest, job_name
+from tokensvc.cluster.jobstore import JobExists
 from tokensvc.cluster.launcher import LaunchRefused, build_manifest
 from tokensvc.cluster.metrics import Metrics
 from tokensvc.cluster.opa import Action, DecisionResult, OpaClient, OpaUnavailable
@@ -35,6 +38,7 @@ from tokensvc.core.errors import (
     NotFound,
     PolicyDenied,
     PolicyUnavailable,
+    Replayed,
     TokenRejected,
     TokenServiceError,
 )
@@ -46,11 +50,16 @@ _R = TypeVar("_R")
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
-    """A created job: its record, the pod manifest and the decision id behind it."""
+    """A submitted job: its record, the pod manifest and the decision id behind it.
+
+    ``existing`` is True when the job was created by an earlier request with
+    the same token and body (an idempotent retry after a lost answer).
+    """
 
     job: JobRecord
     pod: dict[str, Any]
     decision_id: str | None
+    existing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +171,19 @@ class AdmissionService:
         return Caller(claims=claims, key_id=key.key_id)
 
     async def _consume(
-        self, caller: Caller, digest: str, *, unbound_allowed: bool, request_id: str
+        self,
+        caller: Caller,
+        digest: str,
+        *,
+        unbound_allowed: bool,
+        request_id: str,
+        remember: bool = True,
     ) -> None:
         """The token may serve the request with this digest, and only once (audited if not).
 
         Pure CPU on the loop: the in-memory replay cache never blocks.
+        ``remember=False`` leaves the replay decision to the job store's
+        durable consumed-token record (a bound submit token).
         """
         try:
             self.validator.consume(
@@ -174,6 +191,7 @@ class AdmissionService:
                 now=self._clock(),
                 request_digest=digest,
                 unbound_allowed=unbound_allowed,
+                remember=remember,
             )
         except TokenRejected as err:
             await self._refused(err, request_id)
@@ -244,20 +262,28 @@ class AdmissionService:
         request_id: str,
         answer: Callable[[Submitted], _R],
     ) -> _R:
-        """Create the job and return ``answer(submitted)``.
+        """Create the job at most once per submit token and return ``answer(submitted)``.
 
-        The job is stored last. If the store fails in an unforeseen way, or
-        ``answer`` raises, the job is removed again and :class:`SubmitFailed`
-        says whether that worked (``created`` False) or is unknown (None): a
-        failed submit never leaves a pod behind.
+        The token's consumed-token record is claimed in the job store before
+        the job is created (held), marked admitted, and only then is the job
+        released to run: a retry of the same request with the same token
+        resumes or returns that job; any other use of the token is Replayed,
+        on every replica, after any restart, after the job is gone. If the
+        store fails, or ``answer`` raises, a job this call created is removed
+        again and :class:`SubmitFailed` says whether that worked (``created``
+        False) or is unknown (None).
         """
         claims = caller.claims
         name = job_name(claims.token_id)
+        digest = request_digest(request.to_input())
+        # A bound token's replays are decided by the durable record; an
+        # unbound one (allowed by a setting) is also remembered in memory.
         await self._consume(
             caller,
-            request_digest(request.to_input()),
+            digest,
             unbound_allowed=self.allow_unbound_submit,
             request_id=request_id,
+            remember=claims.binding is None,
         )
         result, decided = await self._decide(
             caller, "submit", request.to_input(), request_id=request_id, job=name
@@ -278,21 +304,82 @@ class AdmissionService:
             not_created = self._not_created(request_id, name, "unusable", str(err))
             await self.blocking(self._audited, decided, self._audit, not_created)
             raise PolicyUnavailable(f"policy decision unusable: {err}") from err
-        job = await self.blocking(self._create, decided, manifest, request_id, name)
+        record = TokenRecord(claims.token_id, digest, claims.expires_at + self.validator.skew)
+        job, created = await self.blocking(
+            self._create_once, decided, manifest, record, request_id, name
+        )
+        done = Submitted(
+            job=job, pod=manifest, decision_id=result.decision_id, existing=not created
+        )
         try:
-            return answer(Submitted(job=job, pod=manifest, decision_id=result.decision_id))
+            return answer(done)
         except Exception as err:
+            if not created:
+                raise  # the job is an earlier request's: never removed for this answer
             await self.blocking(self._roll_back, request_id, name, type(err).__name__)
             raise SubmitFailed("the answer could not be built; no job was created") from err
 
-    def _create(
-        self, decided: Mapping[str, Any], manifest: dict[str, Any], request_id: str, name: str
-    ) -> JobRecord:
-        """In a worker thread: the decision's audit line, then the pod."""
+    def _create_once(
+        self,
+        decided: Mapping[str, Any],
+        manifest: dict[str, Any],
+        record: TokenRecord,
+        request_id: str,
+        name: str,
+    ) -> tuple[JobRecord, bool]:
+        """In a worker thread: audit the decision, claim the token, create, admit, release.
+
+        Returns the job and whether this call created it.
+        """
         self._audit(decided)
         try:
+            earlier = self.submitter.records.claim(record)
+        except SubmitFailed as err:
+            self.metrics.submit_failures.labels("backend").inc()
+            self._audit(self._not_created(request_id, name, "record", str(err)))
+            raise SubmitFailed(str(err), status=err.status, created=False) from err
+        if earlier is not None:
+            if not hmac.compare_digest(earlier.digest, record.digest):
+                self._refuse_replay(request_id, name, "token already used for another request")
+            if earlier.state == "admitted":
+                return self._admitted_earlier(request_id, name), False
+        made = self._create(manifest, request_id, name, resuming=earlier is not None)
+        created = made is not None
+        job = made if made is not None else self.submitter.get(name)
+        try:
+            self.submitter.records.admit(record.token_id)
+            self.submitter.release(name)
+        except SubmitFailed as err:
+            # Not admitted, or not released: answered as a failure, so it must not run.
+            if created:
+                self._roll_back(request_id, name, "release failed")
+            raise SubmitFailed(str(err), status=err.status, created=False) from err
+        return job, created
+
+    def _admitted_earlier(self, request_id: str, name: str) -> JobRecord:
+        """A retry after the job was admitted: that job, if it still exists; else Replayed."""
+        try:
+            job = self.submitter.get(name)
+        except NotFound:
+            self._refuse_replay(request_id, name, "token already used; its job is gone")
+        self.submitter.release(name)  # an earlier release may have been lost
+        return job
+
+    def _refuse_replay(self, request_id: str, name: str, message: str) -> NoReturn:
+        self.metrics.submit_failures.labels("exists").inc()
+        self._audit(self._not_created(request_id, name, "replayed", message))
+        raise Replayed(message)
+
+    def _create(
+        self, manifest: dict[str, Any], request_id: str, name: str, *, resuming: bool
+    ) -> JobRecord | None:
+        """In a worker thread: create the pod, held; None if a resumed earlier attempt made it."""
+        try:
             return self.submitter.create(manifest)
-        except TokenRejected as err:  # JobExists: the token was used before
+        except JobExists as err:
+            if resuming:
+                return None  # the earlier attempt of this same request created it
+            # A pod of this name without a record of its token: never a second one.
             self.metrics.submit_failures.labels("exists").inc()
             self._audit(self._not_created(request_id, name, "exists", str(err)))
             raise
@@ -304,6 +391,26 @@ class AdmissionService:
             # Not one of the submitter's own errors: it may have stored the pod.
             self._roll_back(request_id, name, type(err).__name__)
             raise SubmitFailed("the job store failed; no job was created") from err
+
+    async def reconcile(self, *, hold_deadline: float) -> None:
+        """Remove jobs held past ``hold_deadline`` seconds and expired token records.
+
+        A held job belongs to a submit that never released it (its server
+        stopped, or its answer was a failure): it never ran, and no answer
+        said it exists. Safe on every replica at once: a job or record
+        already removed by another is simply gone.
+        """
+        now = self._clock()
+        held = await self.blocking(self.submitter.held, now - hold_deadline)
+        for name in held:
+            try:
+                await self.blocking(self.submitter.delete, name)
+            except NotFound:
+                continue
+            self.metrics.reconciled.inc()
+            line = {"event": "reconciled", "job": name, "reason": "held past the deadline"}
+            await self.blocking(self._audit, line)
+        await self.blocking(self.submitter.records.purge_expired, now)
 
     def _roll_back(self, request_id: str, name: str, error: str) -> None:
         """In a worker thread: remove a job whose submit is answered with a failure.

@@ -40,6 +40,7 @@ from urllib.parse import quote, unquote
 
 import yaml
 
+from tokensvc.cluster.consumed import SpoolRecords
 from tokensvc.cluster.jobs import JOB_NAME_PREFIX, JobRecord, is_job_name
 from tokensvc.cluster.jobstore import JobExists, record_from_manifest
 from tokensvc.cluster.launcher import ANNOTATION_PRIORITY
@@ -47,6 +48,7 @@ from tokensvc.core.errors import NotFound, SubmitFailed
 
 MAX_MANIFEST_BYTES: Final = 256 * 1024
 INDEX_DIR: Final = "index"
+CONSUMED_DIR: Final = "consumed"  # consumed submit-token records (cluster.consumed)
 _TMP_PREFIX: Final = ".tmp-"
 # A temporary file lives for the few milliseconds of one write; one older
 # than this belongs to a process that died (another live server's are younger).
@@ -130,6 +132,11 @@ class SpoolSubmitter:
     Costs: :meth:`list` reads one directory and parses no manifest (with
     a filter, only the matching entries become records);
     :meth:`get`, :meth:`delete` and :meth:`set_priority` parse one.
+
+    Nothing runs a spooled job but its consumer, which sees it only once it
+    is linked into place: a spooled job is never held, so :meth:`release`
+    only checks that it exists. Consumed submit tokens are recorded in
+    ``consumed/`` beside the manifests (:class:`SpoolRecords`).
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = True) -> None:
@@ -147,6 +154,7 @@ class SpoolSubmitter:
             self.index.mkdir(mode=0o750, exist_ok=True)
         except OSError as err:
             raise SubmitFailed(f"cannot create spool directory {self.directory}") from err
+        self.records = SpoolRecords(self.directory / CONSUMED_DIR, fsync=fsync)
         self.repair()
 
     # --- files ------------------------------------------------------------------------
@@ -296,6 +304,12 @@ class SpoolSubmitter:
                 ) from err
             raise SubmitFailed("spool directory not writable; no job was created") from err
         return record
+
+    def release(self, name: str) -> None:
+        self.get(name)
+
+    def held(self, older_than: float) -> list[str]:
+        return []
 
     def get(self, name: str) -> JobRecord:
         return self._record(self._path(name))

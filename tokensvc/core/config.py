@@ -132,6 +132,12 @@ class ServerSettings:
     # jobs (get, list, cancel, priority) accepted unless it is unset.
     allow_unbound_submit: bool = False
     allow_unbound_actions: bool = True
+    # A job is created held and released once admitted; one still held after
+    # hold_deadline seconds belongs to a submit that failed or stopped, and
+    # the reconciler (every reconcile_interval seconds, on every replica)
+    # removes it. Longer than the slowest submit (about 5 * kube_timeout).
+    hold_deadline: float = 120.0
+    reconcile_interval: float = 30.0
 
     def __post_init__(self) -> None:
         _check_range("keyring_trusted_gid", self.keyring_trusted_gid, -1, 2**32 - 2)
@@ -150,6 +156,9 @@ class ServerSettings:
             raise ValueError("tls_cert and tls_key must be set together")
         _check_path("kubeconfig", self.kubeconfig, allow_empty=True)
         _check_range("kube_timeout", self.kube_timeout, 0.1, 300)
+        _check_range("reconcile_interval", self.reconcile_interval, 0.1, 3600)
+        if not 5 * self.kube_timeout < self.hold_deadline <= 86400:
+            raise ValueError("hold_deadline must exceed 5 * kube_timeout (the slowest submit)")
         _check_range("max_body", self.max_body, 1024, 1 << 20)
         _check_range("threads", self.threads, 1, 1024)
         _check_range("replay_max_entries", self.replay_max_entries, 1000, 10_000_000)

@@ -233,7 +233,9 @@ def test_launcher_cannot_read_secrets(kube_api: KubeAPI, namespace: str) -> None
         ("watch", "pods", ""),
         ("deletecollection", "pods", ""),
         ("create", "serviceaccounts", "token"),
-        ("get", "configmaps", ""),
+        ("watch", "configmaps", ""),
+        ("update", "configmaps", ""),
+        ("get", "secrets", ""),
         ("create", "roles", ""),
     ],
 )
@@ -247,7 +249,7 @@ def test_launcher_has_nothing_more(
 
 
 def test_launcher_rules_are_exactly_the_role(kube_api: KubeAPI) -> None:
-    """SelfSubjectRulesReview: pods create/get/list/delete/patch, plus what every user has."""
+    """SelfSubjectRulesReview: pods and consumed-token ConfigMaps, plus what every user has."""
     review = kubernetes.client.V1SelfSubjectRulesReview(
         spec=kubernetes.client.V1SelfSubjectRulesReviewSpec(namespace=JOBS_NAMESPACE)
     )
@@ -270,8 +272,10 @@ def test_launcher_rules_are_exactly_the_role(kube_api: KubeAPI) -> None:
         ("authorization.k8s.io", "selfsubjectaccessreviews", "create"),
         ("authorization.k8s.io", "selfsubjectrulesreviews", "create"),
     }
-    pods = {("", "pods", v) for v in ("create", "get", "list", "delete", "patch")}
-    assert granted == pods | everyone
+    verbs = ("create", "get", "list", "delete", "patch")
+    pods = {("", "pods", v) for v in verbs}
+    records = {("", "configmaps", v) for v in verbs}
+    assert granted == pods | records | everyone
 
 
 def test_rbac_is_what_grants(kube_api: KubeAPI) -> None:

@@ -17,7 +17,7 @@ from admission_stack import forge_token, job_body, needs_root, stack_fixture
 from kube import JOBS_NAMESPACE, KubeAPI
 from support.opa import OpaHandle
 
-from tokensvc.cluster.devstack import ADMIN, USER_A, USER_B, Stack
+from tokensvc.cluster.devstack import ADMIN, USER_A, USER_B, Stack, User
 
 pytestmark = [needs_root, pytest.mark.usefixtures("deployed_rbac")]
 
@@ -32,17 +32,21 @@ def stack(opa: OpaHandle, kube_api: KubeAPI) -> Iterator[Stack]:
     yield from stack_fixture(external_opa=opa.url, server_settings=settings)
 
 
+BODY = job_body("ml-team", ("/nfs/projects/ml/data", "ro"))
+
+
 def post(url: str, token: str) -> requests.Response:
     return requests.post(
-        f"{url}/v1/jobs",
-        json=job_body("ml-team", ("/nfs/projects/ml/data", "ro")),
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=15,
+        f"{url}/v1/jobs", json=BODY, headers={"Authorization": f"Bearer {token}"}, timeout=15
     )
 
 
+def submit_token(stack: Stack, user: User = USER_A) -> str:
+    return forge_token(stack, user, body=BODY)
+
+
 def test_submit_creates_the_pod_in_the_cluster(stack: Stack, kube_api: KubeAPI) -> None:
-    resp = post(stack.server_url, forge_token(stack, USER_A))
+    resp = post(stack.server_url, submit_token(stack))
     assert resp.status_code == 201, resp.text
     name = resp.json()["job"]["id"]
     pod = kube_api.core().read_namespaced_pod(name, JOBS_NAMESPACE)
@@ -62,22 +66,28 @@ def test_submit_creates_the_pod_in_the_cluster(stack: Stack, kube_api: KubeAPI) 
 def test_replay_across_replicas_creates_one_pod(stack: Stack, kube_api: KubeAPI) -> None:
     second = stack.start_replica("server-2")
     try:
-        token = forge_token(stack, USER_A)
+        token = submit_token(stack)
         first = post(stack.server_url, token)
         assert first.status_code == 201
-        replay = post(second, token)  # a replica that never saw this token
-        assert replay.status_code == 409
         name = first.json()["job"]["id"]
+        # A replica that never saw this token: the same request gets the same job ...
+        again = post(second, token)
+        assert (again.status_code, again.json()["job"]["id"]) == (200, name)
         pods = kube_api.core().list_namespaced_pod(
             JOBS_NAMESPACE, label_selector=f"tokensvc.io/token-id={name.removeprefix('wsc-job-')}"
         )
         assert len(pods.items) == 1
+        # ... and once the job is deleted, the token is refused on both replicas.
+        kube_api.core().delete_namespaced_pod(name, JOBS_NAMESPACE, grace_period_seconds=0)
+        for url in (second, stack.server_url):
+            replay = post(url, token)
+            assert (replay.status_code, replay.json()["code"]) == (409, "replayed")
     finally:
         stack.stop_process("server-2")
 
 
 def test_job_actions_read_the_owner_from_the_cluster(stack: Stack, kube_api: KubeAPI) -> None:
-    name = post(stack.server_url, forge_token(stack, USER_A)).json()["job"]["id"]
+    name = post(stack.server_url, submit_token(stack)).json()["job"]["id"]
     url = f"{stack.server_url}/v1/jobs/{name}"
     denied = requests.delete(
         url, headers={"Authorization": f"Bearer {forge_token(stack, USER_B)}"}, timeout=15

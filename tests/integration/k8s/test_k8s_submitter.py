@@ -7,6 +7,7 @@ launcher generates, with PVC subPath mounts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
@@ -23,11 +24,17 @@ from urllib.parse import urlsplit
 import pytest
 from kube import JOBS_NAMESPACE, KubeAPI
 
+from tokensvc.cluster.consumed import TokenRecord
 from tokensvc.cluster.jobs import JobRequest, MountRequest
+from tokensvc.cluster.kube import ADMISSION_GATE
 from tokensvc.cluster.launcher import build_pod, pod_manifest
-from tokensvc.cluster.opa import Decision, GrantedMount, RunAs
+from tokensvc.cluster.opa import Decision, GrantedMount, OpaClient, RunAs
+from tokensvc.cluster.service import AdmissionService
 from tokensvc.cluster.submitters import JobExists, KubernetesSubmitter, SubmitFailed
 from tokensvc.core.errors import NotFound, Replayed
+from tokensvc.core.keys import KeyRing, new_key
+from tokensvc.core.replay import MemoryReplayCache
+from tokensvc.core.validate import TokenValidator
 
 pytestmark = pytest.mark.usefixtures("deployed_rbac")
 
@@ -269,3 +276,68 @@ def test_bad_kubeconfig_is_submit_failed(tmp_path: Any) -> None:
     bad.write_text("not: [a kubeconfig")
     with pytest.raises(SubmitFailed, match="configuration"):
         KubernetesSubmitter(kubeconfig=str(bad))
+
+
+# --- held until admitted; consumed-token records ------------------------------------------
+
+
+def _gates(kube_api: KubeAPI, name: str) -> list[str]:
+    pod = kube_api.core().read_namespaced_pod(name, JOBS_NAMESPACE)
+    return [g.name for g in (pod.spec.scheduling_gates or [])]
+
+
+def test_a_job_is_created_held_and_runs_only_once_released(
+    kube_api: KubeAPI, submitter: KubernetesSubmitter
+) -> None:
+    name = submitter.create(manifest()).name
+    try:
+        assert _gates(kube_api, name) == [ADMISSION_GATE]  # the scheduler ignores it
+        assert name in submitter.held(older_than=time.time() + 60)
+        assert name not in submitter.held(older_than=time.time() - 3600)
+        submitter.release(name)
+        submitter.release(name)  # idempotent
+        assert _gates(kube_api, name) == []
+        assert name not in submitter.held(older_than=time.time() + 60)
+    finally:
+        submitter.delete(name)
+
+
+def test_the_reconciler_removes_jobs_held_past_the_deadline(
+    kube_api: KubeAPI, submitter: KubernetesSubmitter, tmp_path: Path
+) -> None:
+    held = submitter.create(manifest()).name  # a submit that never released its job
+    running = submitter.create(manifest()).name
+    submitter.release(running)
+    lines: list[dict[str, Any]] = []
+    ring = KeyRing((new_key("active"),))
+    service = AdmissionService(
+        validator=TokenValidator(ring, realm="test", replay=MemoryReplayCache()),
+        opa=OpaClient("http://127.0.0.1:1"),  # never asked: reconciling decides nothing
+        submitter=submitter,
+        namespace=JOBS_NAMESPACE,
+        audit=lines.append,
+        clock=lambda: time.time() + 3600,  # an hour later: past any deadline
+        threads=2,
+    )
+    try:
+        asyncio.run(service.reconcile(hold_deadline=120))
+        with pytest.raises(NotFound):
+            submitter.get(held)
+        assert submitter.get(running).name == running  # released: never touched
+        assert [line["job"] for line in lines if line["event"] == "reconciled"] == [held]
+    finally:
+        submitter.delete(running)
+
+
+def test_consumed_token_records_are_claimed_once_and_admitted(
+    submitter: KubernetesSubmitter,
+) -> None:
+    token = secrets.token_hex(16)
+    record = TokenRecord(token, "a" * 64, int(time.time()) + 300)
+    assert submitter.records.claim(record) is None
+    assert submitter.records.claim(TokenRecord(token, "b" * 64, 1)) == record  # the first stands
+    submitter.records.admit(token)
+    assert submitter.records.read(token) == dataclasses.replace(record, state="admitted")
+    assert submitter.records.purge_expired(now=time.time()) == 0  # not expired yet
+    assert submitter.records.purge_expired(now=time.time() + 3600) >= 1
+    assert submitter.records.read(token) is None
