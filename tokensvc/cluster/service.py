@@ -509,8 +509,12 @@ class AdmissionService:
         claims = caller.claims
         result, decided = await self._decide(caller, "list", {}, request_id=request_id, job=None)
         visible = set(result.decision.visible_projects)
-        everything = await self.blocking(self._audited, decided, self.submitter.list)
-        jobs = [j for j in everything if j.owner_uid == claims.uid or j.project in visible]
+        # The store filters (the spool by its index, without parsing a manifest).
+        jobs = await self.blocking(
+            self._audited,
+            decided,
+            functools.partial(self.submitter.list, owner_uid=claims.uid, projects=visible),
+        )
         return Listed(jobs=jobs, decision_id=result.decision_id)
 
 
