@@ -4,7 +4,7 @@
 # them); a finding stops the run and leaves its input in build/fuzz/.
 # `make test` runs a short fixed number of inputs of each (tests/fuzz/test_fuzz.py).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := token_open mint_request mint_reply job_request
+FUZZ_TARGETS := token_open mint_request mint_reply job_request http_request
 
 .PHONY: fuzz
 fuzz: $(VENV)/.installed ## run every fuzz target for FUZZ_SECONDS (corpus kept in tests/fuzz/corpus)

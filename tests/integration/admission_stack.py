@@ -117,10 +117,12 @@ def forge_token(
     issued_ago: int = 0,
     ttl: int = 300,
     body: Any = None,
+    host: str = "test",
 ) -> str:
     """A token sealed with the stack's own key (the test runs as root and may read it).
 
-    With ``body``, the token is bound to submitting that job request.
+    With ``body``, the token is bound to submitting that job request; ``host``
+    is the user node it claims to be minted on.
     """
     ring = KeyRing.load(stack.keyring)
     claims = new_claims(
@@ -128,7 +130,7 @@ def forge_token(
         gid=user.gid,
         groups=user.groups,
         user=user.name,
-        host="test",
+        host=host,
         realm=realm or stack.realm,
         ttl=ttl,
         now=time.time() - issued_ago,

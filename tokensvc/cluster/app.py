@@ -145,6 +145,10 @@ def _bearer(request: Request) -> str | None:
     return token
 
 
+def _is_decimal(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 async def _read_json(request: Request, limit: int, timeout: float) -> object:
     """The request body as JSON: ``application/json``, at most ``limit`` bytes, within ``timeout``.
 
@@ -155,7 +159,8 @@ async def _read_json(request: Request, limit: int, timeout: float) -> object:
         raise UnsupportedMediaType(["request body must be application/json"])
     too_large = BodyTooLarge([f"request body larger than {limit} bytes"])
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    # ASCII digits only: str.isdigit() is also true for "³" and other digits int() refuses.
+    if declared is not None and (not _is_decimal(declared) or int(declared) > limit):
         raise too_large
     chunks: list[bytes] = []
     size = 0
