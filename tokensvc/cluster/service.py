@@ -343,7 +343,7 @@ class AdmissionService:
                 self._refuse_replay(request_id, name, "token already used for another request")
             if earlier.state == "admitted":
                 return self._admitted_earlier(request_id, name), False
-        made = self._create(manifest, request_id, name, resuming=earlier is not None)
+        made = self._create(manifest, request_id, name)
         created = made is not None
         job = made if made is not None else self.submitter.get(name)
         try:
@@ -370,19 +370,17 @@ class AdmissionService:
         self._audit(self._not_created(request_id, name, "replayed", message))
         raise Replayed(message)
 
-    def _create(
-        self, manifest: dict[str, Any], request_id: str, name: str, *, resuming: bool
-    ) -> JobRecord | None:
-        """In a worker thread: create the pod, held; None if a resumed earlier attempt made it."""
+    def _create(self, manifest: dict[str, Any], request_id: str, name: str) -> JobRecord | None:
+        """In a worker thread: create the pod, held; None if it exists already.
+
+        Only a request holding this token's record with the same digest gets
+        here, so an existing pod of this name is that same request's: an
+        earlier attempt, or a concurrent one on another replica.
+        """
         try:
             return self.submitter.create(manifest)
-        except JobExists as err:
-            if resuming:
-                return None  # the earlier attempt of this same request created it
-            # A pod of this name without a record of its token: never a second one.
-            self.metrics.submit_failures.labels("exists").inc()
-            self._audit(self._not_created(request_id, name, "exists", str(err)))
-            raise
+        except JobExists:
+            return None
         except SubmitFailed as err:
             self.metrics.submit_failures.labels("backend").inc()
             self._audit(self._not_created(request_id, name, "backend", str(err)))

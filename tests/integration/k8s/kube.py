@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes.client
 import requests
@@ -504,3 +505,15 @@ def apply(
             f"{doc['kind']}/{doc['metadata']['name']}: {resp.status_code} {resp.text}"
         )
     return resp
+
+
+def apiserver_pid(kube_api: KubeAPI) -> int:
+    """The kube-apiserver process serving ``kube_api`` (found by its --secure-port)."""
+    flag = f"--secure-port={urlsplit(kube_api.url).port}".encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                if args[0].endswith(b"kube-apiserver") and flag in args:
+                    return int(entry)
+    raise LookupError("kube-apiserver process not found")

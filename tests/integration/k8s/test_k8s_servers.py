@@ -11,6 +11,7 @@ repository's policies and data.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -21,11 +22,11 @@ from typing import Any
 
 import pytest
 import requests
-from kube import BIN_DIR, JOBS_NAMESPACE, REPO, KubeAPI, Proc, spawn, wait_ready
+from kube import BIN_DIR, JOBS_NAMESPACE, REPO, KubeAPI, Proc, apiserver_pid, spawn, wait_ready
 from support.binding import submit_binding
 
 from tokensvc.cluster.devstack import Stack, free_port
-from tokensvc.cluster.launcher import LABEL_OWNER_UID, LABEL_TOKEN_ID
+from tokensvc.cluster.launcher import LABEL_MANAGED_BY, LABEL_OWNER_UID, LABEL_TOKEN_ID, MANAGED_BY
 from tokensvc.core.claims import new_claims
 from tokensvc.core.keys import KeyRing
 from tokensvc.core.token import seal
@@ -79,6 +80,10 @@ def _server_config(path: Path, stack: Stack, port: int, kubeconfig: Path) -> Non
         'submitter = "kubernetes"\n'
         f'namespace = "{JOBS_NAMESPACE}"\n'
         f'kubeconfig = "{kubeconfig}"\n'
+        # Short, so that a stalled API server is over within the test's patience.
+        "kube_timeout = 1.0\n"
+        "hold_deadline = 6.0\n"
+        "reconcile_interval = 1.0\n"
     )
 
 
@@ -155,18 +160,21 @@ def test_simultaneous_replay_on_both_replicas_creates_one_pod(
 ) -> None:
     token, token_id = replicas.token()
     statuses: list[int] = []
+    bodies: list[str] = []
     barrier = threading.Barrier(2)
 
     def submit(i: int) -> None:
         barrier.wait()
-        statuses.append(replicas.call(i, "POST", "/v1/jobs", token, json=BODY).status_code)
+        resp = replicas.call(i, "POST", "/v1/jobs", token, json=BODY)
+        statuses.append(resp.status_code)
+        bodies.append(resp.text)
 
     threads = [threading.Thread(target=submit, args=(i,)) for i in (0, 1)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    assert sorted(statuses) == [200, 201]  # one created it, the other got it back
+    assert sorted(statuses) == [200, 201], bodies  # one created it, the other got it back
     assert len(_pods(kube_api, token_id)) == 1
 
 
@@ -197,3 +205,62 @@ def test_job_actions_read_owner_from_the_stored_pod(kube_api: KubeAPI, replicas:
     cancelled = replicas.call(1, "DELETE", f"/v1/jobs/{job}", replicas.token(body=None)[0])
     assert cancelled.status_code == 200, cancelled.text
     assert _pods(kube_api, token_id) == []
+
+
+def test_a_stalled_api_server_leaves_no_job_behind_a_failed_answer(
+    kube_api: KubeAPI, replicas: Replicas
+) -> None:
+    """Submits on both replicas while the API server is stopped, then resumes.
+
+    Every answer comes within the submit deadline (7 calls of kube_timeout =
+    1 s, plus OPA); afterwards every 201/200 has its released pod, and once
+    the reconciler has run no pod is left held: a job whose submit failed
+    never runs (only a truly unknown outcome, created null, may have one).
+    """
+    pid = apiserver_pid(kube_api)
+    results: list[tuple[str, int, dict[str, Any], float]] = []
+    lock = threading.Lock()
+
+    def submit(i: int) -> None:
+        token, token_id = replicas.token()
+        started = time.monotonic()
+        resp = replicas.call(i % 2, "POST", "/v1/jobs", token, json=BODY)
+        with lock:
+            results.append((token_id, resp.status_code, resp.json(), time.monotonic() - started))
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(12)]
+    for t in threads[:4]:
+        t.start()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for t in threads[4:]:
+            t.start()
+        time.sleep(2.5)  # the stall itself: what the test is about, not a wait for readiness
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for t in threads:
+        t.join(60)
+    assert len(results) == 12
+    assert max(elapsed for *_, elapsed in results) < 7 * 1.0 + 3
+    assert {status for _, status, _, _ in results} <= {200, 201, 503}
+    # Wait for the reconcilers (every second, on both replicas) to clear held pods.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pods = (
+            kube_api.core()
+            .list_namespaced_pod(JOBS_NAMESPACE, label_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}")
+            .items
+        )
+        if not any(p.spec.scheduling_gates for p in pods):
+            break
+        time.sleep(0.5)
+    pods = {p.metadata.name: p for p in kube_api.core().list_namespaced_pod(JOBS_NAMESPACE).items}
+    assert not any(p.spec.scheduling_gates for p in pods.values())
+    for token_id, status, body, _ in results:
+        name = f"wsc-job-{token_id}"
+        if status in (200, 201):
+            assert name in pods, body
+        elif body.get("created") is False:
+            assert name not in pods, body
+        else:
+            assert body.get("created") is None, body

@@ -19,10 +19,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
-from kube import JOBS_NAMESPACE, KubeAPI
+from kube import JOBS_NAMESPACE, KubeAPI, apiserver_pid
 
 from tokensvc.cluster.consumed import TokenRecord
 from tokensvc.cluster.jobs import JobRequest, MountRequest
@@ -229,18 +228,6 @@ def test_a_server_that_never_answers_is_bounded_by_the_deadline(
                 assert elapsed < calls * timeout + 0.5, (what, elapsed)
         finally:
             sub.close()
-
-
-def apiserver_pid(kube_api: KubeAPI) -> int:
-    """The kube-apiserver process serving ``kube_api`` (found by its --secure-port)."""
-    flag = f"--secure-port={urlsplit(kube_api.url).port}".encode()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-                if args[0].endswith(b"kube-apiserver") and flag in args:
-                    return int(entry)
-    raise LookupError("kube-apiserver process not found")
 
 
 def test_a_stopped_api_server_is_bounded_by_the_deadline(
