@@ -205,6 +205,7 @@ class AdmissionService:
             "event": "decision",
             "request_id": request_id,
             "decision_id": None,
+            "revision": None,
             "uid": claims.uid,
             "gid": claims.gid,
             "groups": list(claims.groups),
@@ -226,7 +227,10 @@ class AdmissionService:
         self.metrics.opa_seconds.observe(time.perf_counter() - started)
         decision = result.decision
         audit.update(
-            decision_id=result.decision_id, allow=decision.allow, reasons=list(decision.reasons)
+            decision_id=result.decision_id,
+            revision=result.revision,
+            allow=decision.allow,
+            reasons=list(decision.reasons),
         )
         self.metrics.decision_results[action, "allow" if decision.allow else "deny"].inc()
         if not decision.allow:
