@@ -46,11 +46,7 @@ from tokensvc.cluster.jobs import (
 from tokensvc.cluster.opa import ACTIONS, OpaClient
 from tokensvc.cluster.openapi import OPENAPI
 from tokensvc.cluster.service import Acted, AdmissionService, Caller, Submitted
-from tokensvc.cluster.submitters import (
-    KubernetesSubmitter,
-    SpoolSubmitter,
-    Submitter,
-)
+from tokensvc.cluster.submitters import submitter_from_settings
 from tokensvc.core.config import Settings
 from tokensvc.core.errors import (
     BodyTooLarge,
@@ -385,16 +381,7 @@ def build_service(settings: Settings) -> AdmissionService:
         max_ttl=settings.max_ttl,
         skew=settings.max_skew,
     )
-    submitter: Submitter
-    if server.submitter == "kubernetes":
-        submitter = KubernetesSubmitter(
-            namespace=server.namespace,
-            kubeconfig=server.kubeconfig or None,
-            context=server.kube_context or None,
-            timeout=server.kube_timeout,
-        )
-    else:
-        submitter = SpoolSubmitter(server.spool_dir, fsync=server.spool_fsync)
+    submitter = submitter_from_settings(server)
     opa = OpaClient(server.opa_url, timeout=server.opa_timeout, pool_size=server.threads)
     return AdmissionService(
         validator=validator,
