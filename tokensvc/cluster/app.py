@@ -383,6 +383,15 @@ def build_service(settings: Settings) -> AdmissionService:
     )
     submitter = submitter_from_settings(server)
     opa = OpaClient(server.opa_url, timeout=server.opa_timeout, pool_size=server.threads)
+    shadow_opa = (
+        OpaClient(
+            server.shadow_opa_url,
+            timeout=server.shadow_opa_timeout,
+            pool_size=server.shadow_max_in_flight,
+        )
+        if server.shadow_opa_url
+        else None
+    )
     return AdmissionService(
         validator=validator,
         opa=opa,
@@ -391,6 +400,8 @@ def build_service(settings: Settings) -> AdmissionService:
         threads=server.threads,
         allow_unbound_submit=server.allow_unbound_submit,
         allow_unbound_actions=server.allow_unbound_actions,
+        shadow_opa=shadow_opa,
+        shadow_max_in_flight=server.shadow_max_in_flight,
     )
 
 
@@ -471,6 +482,7 @@ def serve(settings: Settings) -> None:
             "event": "start",
             "bind": f"{server.bind}:{server.port}",
             "opa": server.opa_url,
+            "shadow_opa": server.shadow_opa_url or None,
             "submitter": server.submitter,
             "realm": settings.realm,
             "pid": os.getpid(),
