@@ -66,9 +66,7 @@ def token(stack: Stack, user: User, body: Any = None) -> str:
 
 def call(stack: Stack, user: User, method: str, path: str, body: Any = None) -> Any:
     headers = {"Authorization": f"Bearer {token(stack, user, body if method == 'POST' else None)}"}
-    resp = requests.request(
-        method, stack.server_url + path, json=body, headers=headers, timeout=10
-    )
+    resp = requests.request(method, stack.server_url + path, json=body, headers=headers, timeout=10)
     return resp.json() if resp.content else None
 
 
