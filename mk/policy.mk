@@ -12,7 +12,14 @@ BUNDLE_OUT         := bundles/build/wsc.tar.gz
 # production builds pass BUNDLE_SIGNING_KEY=/path/to/key.
 BUNDLE_SIGNING_KEY ?= bundles/build/dev-signing-key.pem
 
-.PHONY: policy-lint policy-test conftest-samples bundle bench-policy
+# Decisions recorded by the running server (scripts/record_decisions.py); the
+# merge gate replays them against the committed and the edited policy.
+RECORDED_DECISIONS ?= tests/data/recorded-decisions.jsonl
+# The policy as committed: what `policy-diff` compares the working tree with.
+POLICY_BASE ?= HEAD
+
+.PHONY: policy-lint policy-test policy-check policy-diff policy-decisions conftest-samples \
+  bundle bench-policy bench-policy-diff
 
 policy-lint: $(POLICY_TOOLS) ## opa fmt, opa check --strict, regal lint
 	@unformatted="$$($(OPA) fmt -l policies)"; \
@@ -23,8 +30,23 @@ policy-lint: $(POLICY_TOOLS) ## opa fmt, opa check --strict, regal lint
 
 policy-test: policy-lint conftest-samples ## opa test (100% coverage), conftest verify, samples
 	$(OPA) test $(OPA_LOAD) policies
-	$(OPA) test $(OPA_LOAD) --coverage --format json policies | $(PYTHON) scripts/opa_coverage.py
+	$(OPA) test $(OPA_LOAD) --timeout 120s --coverage --format json policies | $(PYTHON) scripts/opa_coverage.py
 	$(CONFTEST) verify --no-color --policy policies/conftest
+
+policy-check: policy-test policy-diff ## an admin's merge gate: policy-test, then diff vs $(POLICY_BASE)
+
+# Recorded decisions replayed against $(POLICY_BASE)'s policies/ and the working
+# tree's; fails on any widening (review it, then merge with POLICY_BASE=... or
+# run `tokensvc policy diff --allow-widening` by hand).
+policy-diff: $(VENV)/.installed $(TOOLS_BIN)/opa
+	@base="$$(mktemp -d)"; trap 'rm -rf "$$base"' EXIT; \
+	  git archive $(POLICY_BASE) policies | tar -x -C "$$base"; \
+	  $(VPY) -m tokensvc policy diff "$$base/policies/wsc,$$base/policies/data" \
+	    policies/wsc,policies/data --decisions $(RECORDED_DECISIONS) --opa $(OPA)
+
+# Refresh $(RECORDED_DECISIONS) from a local stack (as root); commit the result.
+policy-decisions: $(VENV)/.installed $(TOOLS_BIN)/opa
+	$(VPY) scripts/record_decisions.py --out $(RECORDED_DECISIONS) --opa $(OPA)
 
 # Every allowed sample passes its namespace's rules; every denied sample fails them.
 conftest-samples: $(POLICY_TOOLS)
@@ -43,6 +65,9 @@ bundle: $(VENV)/.installed $(TOOLS_BIN)/opa ## signed policy bundle -> bundles/b
 
 bench-policy: $(VENV)/.installed $(TOOLS_BIN)/opa ## opa bench of the decision at 100/10k/100k exports+groups
 	$(VPY) bench/policy_bench.py --opa $(OPA)
+
+bench-policy-diff: $(VENV)/.installed $(TOOLS_BIN)/opa ## time `tokensvc policy diff` over 10,000 decisions
+	$(VPY) bench/policy_diff_bench.py --opa $(OPA)
 
 lint: policy-lint
 bench: bench-policy

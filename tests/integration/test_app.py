@@ -165,6 +165,7 @@ def test_decision_lines_carry_the_replayable_input(server: AppServer) -> None:
     assert line["input"]["action"] == "submit"
     assert line["input"]["request"]["project"] == JOB["project"]
     assert "command" not in line["input"]["request"]  # may carry secrets; no policy reads it
+    assert line["revision"] == "test"  # the revision of the bundle that decided
 
 
 def test_denial_is_403_with_reasons_and_decision_id(server: AppServer) -> None:

@@ -62,6 +62,7 @@ def submit(identity: dict[str, Any], systems: int = 1) -> dict[str, Any]:
         "action": "submit",
         "request": {
             "project": "ml-team",
+            "command": ["python", "train.py"],
             "mounts": [{"path": "/nfs/projects/ml/data", "mode": "rw"}],
             "resources": {"systems": systems},
         },
@@ -143,7 +144,10 @@ def test_decision_log_erases_identity_beyond_ids(opa: OpaHandle) -> None:
         "/input/identity/host",
         "/input/identity/realm",
         "/input/identity/user",
+        "/input/request/command",
     ]
+    assert "command" not in event["input"]["request"]
+    assert event["bundles"] == {"wsc": {"revision": opa.revision()}}  # replayable against it
     assert "alice" not in opa.log() and "login1" not in opa.log()
 
 

@@ -65,6 +65,7 @@ def test_decisions_readiness_and_a_shared_pool(opa: OpaHandle) -> None:
     assert [m.path for m in allowed.decision.mounts] == ["/nfs/projects/ml/data"]
     assert allowed.decision.mounts[0].read_only is True
     assert allowed.decision_id  # decision logging is on: OPA names every decision
+    assert allowed.revision == denied.revision == opa.revision() == "test"  # the bundle's
     assert denied.decision.allow is False
     assert denied.decision.reasons
     assert denied.decision.run_as is None

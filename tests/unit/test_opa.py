@@ -124,7 +124,25 @@ def test_allowed_decision_and_decision_id(peer: str) -> None:
     assert out.decision.allow is True
     assert out.decision.visible_projects == ("ml",)
     assert out.decision_id == "abc"
-    assert Peer.seen == [{"path": DECISION_PATH, "body": {"input": INPUT}}]
+    assert out.revision is None  # no provenance: policy not from a bundle
+    assert Peer.seen == [{"path": DECISION_PATH + "?provenance", "body": {"input": INPUT}}]
+
+
+@pytest.mark.parametrize(
+    ("provenance", "revision"),
+    [
+        ({"version": "1.22.3", "bundles": {"wsc": {"revision": "4f2a9c1"}}}, "4f2a9c1"),
+        ({"version": "1.22.3"}, None),  # OPA loaded directories, not a bundle
+        ({"bundles": {"other": {"revision": "x"}}}, None),
+        ({"bundles": {"wsc": {}}}, None),  # a manifest without a revision
+        ({"bundles": {"wsc": {"revision": ""}}}, None),
+    ],
+)
+def test_the_bundle_revision_comes_from_provenance(
+    peer: str, provenance: object, revision: str | None
+) -> None:
+    reply(200, {"result": {"allow": True}, "decision_id": "abc", "provenance": provenance})
+    assert decide(peer).revision == revision
 
 
 def test_connection_is_kept_alive(peer: str) -> None:
@@ -167,6 +185,18 @@ def test_concurrent_queries_share_a_bounded_pool(peer: str) -> None:
         (200, {"result": {"allow": True}, "decision_id": 5}, "malformed"),
         (200, {"result": {"allow": True}, "decision_id": "a/b"}, "malformed"),
         (200, {"result": {"allow": True}, "decision_id": "x" * 129}, "malformed"),
+        (200, {"result": {"allow": True}, "provenance": []}, "malformed"),
+        (200, {"result": {"allow": True}, "provenance": {"bundles": {"wsc": 1}}}, "malformed"),
+        (
+            200,
+            {"result": {"allow": True}, "provenance": {"bundles": {"wsc": {"revision": 7}}}},
+            "malformed",
+        ),
+        (
+            200,
+            {"result": {"allow": True}, "provenance": {"bundles": {"wsc": {"revision": "a\nb"}}}},
+            "malformed",
+        ),
         (200, [], "malformed"),
         (200, b"{not json", "malformed"),
         (200, b"\xff\xfe", "malformed"),

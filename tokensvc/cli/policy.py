@@ -1,9 +1,11 @@
-"""``tokensvc policy explain|diff``: parsing and printing only (library: cluster.policy_tools).
+"""``tokensvc policy explain|diff|audit``: parsing and printing only.
 
-Every decision comes from the real OPA: ``--bundle FILE`` or ``--policy
+The libraries are cluster.policy_tools and cluster.policy_audit. Every
+decision comes from the real OPA: ``--bundle FILE`` or ``--policy
 DIR[,DIR]`` (evaluated with the ``opa`` binary), or ``--opa-url URL`` (a
 running OPA). ``diff`` exits 1 when any recorded decision would widen,
-unless ``--allow-widening``: it is meant as a merge gate.
+unless ``--allow-widening``: it is meant as a merge gate. ``audit`` exits 1
+when a live job is no longer allowed and was not cancelled (``--cancel``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
     from tokensvc.core.config import Settings
 
 EXIT_WIDENED = 1
+EXIT_NO_LONGER_ALLOWED = 1
 
 
 def _opa_binary(args: argparse.Namespace) -> str:
@@ -89,6 +93,47 @@ def _evaluate(args: argparse.Namespace, doc: dict[str, Any], query: str) -> Any:
     return policy_tools.evaluate(_opa_binary(args), version, [doc], query)[0]
 
 
+def _evaluate_all(args: argparse.Namespace, docs: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """The decision for each input on the chosen policy (one ``opa eval``, or the REST API)."""
+    from tokensvc.cluster import policy_tools  # noqa: PLC0415
+
+    query = policy_tools.DECISION_QUERY
+    if args.opa_url:
+        return [policy_tools.evaluate_remote(args.opa_url, doc, query) for doc in docs]
+    version = policy_tools.PolicyVersion.from_arg(args.bundle or args.policy)
+    return policy_tools.evaluate(_opa_binary(args), version, docs, query)
+
+
+def _cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from tokensvc.cluster import policy_audit  # noqa: PLC0415
+    from tokensvc.cluster.audit import configure_audit_log  # noqa: PLC0415
+    from tokensvc.cluster.submitters import submitter_from_settings  # noqa: PLC0415
+
+    recorded: dict[str, Any] = {}
+    for path in args.decisions:
+        with open(path, encoding="utf-8", errors="replace") as log:
+            recorded.update(policy_audit.submit_decisions(log))
+    submitter = submitter_from_settings(settings.server)
+    try:
+        jobs = policy_audit.live_jobs(submitter)
+        report = policy_audit.audit_jobs(jobs, recorded, lambda docs: _evaluate_all(args, docs))
+        cancelled: dict[str, str] = {}
+        if args.cancel and report.denied:
+            configure_audit_log()  # policy_cancel lines to stderr, as the server writes its own
+            policy = args.opa_url or args.bundle or args.policy
+            cancelled = dict(policy_audit.cancel_jobs(report.denied, submitter, policy=policy))
+    finally:
+        submitter.close()
+    if args.output == "json":
+        print(json.dumps({**report.to_json(), "cancelled": cancelled}, indent=2, sort_keys=True))
+    else:
+        print(policy_audit.format_audit(report))
+        for name, result in cancelled.items():
+            print(f"{name}: {result}")
+    left = [j for j in report.denied if cancelled.get(j.job.name) not in ("cancelled", "not_found")]
+    return EXIT_NO_LONGER_ALLOWED if left else 0
+
+
 def _cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     import yaml  # noqa: PLC0415
 
@@ -154,8 +199,8 @@ def _policy_source(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    """``policy explain``, ``policy diff``: what security admins run before shipping a policy."""
-    p = sub.add_parser("policy", help="explain decisions, diff policy versions")
+    """``policy explain|diff|audit``: what security admins run before and after shipping."""
+    p = sub.add_parser("policy", help="explain decisions, diff policy versions, audit live jobs")
     actions = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
 
     e = actions.add_parser("explain", help="a decision and what decided each part of it")
@@ -188,5 +233,20 @@ def add_commands(sub: Any) -> None:
     d.add_argument("-o", "--output", choices=("text", "json"), default="text")
     d.set_defaults(func=_cmd_diff)
 
+    a = actions.add_parser(
+        "audit", help="live jobs the active policy would no longer allow (--cancel them)"
+    )
+    _policy_source(a)
+    a.add_argument(
+        "--decisions",
+        required=True,
+        action="append",
+        metavar="LOG",
+        help="the server's audit log (repeat for rotated logs)",
+    )
+    a.add_argument("--cancel", action="store_true", help="cancel each job no longer allowed")
+    a.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    a.set_defaults(func=_cmd_audit)
 
-__all__ = ["EXIT_WIDENED", "add_commands"]
+
+__all__ = ["EXIT_NO_LONGER_ALLOWED", "EXIT_WIDENED", "add_commands"]

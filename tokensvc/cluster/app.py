@@ -47,11 +47,7 @@ from tokensvc.cluster.jobs import (
 from tokensvc.cluster.opa import ACTIONS, OpaClient
 from tokensvc.cluster.openapi import OPENAPI
 from tokensvc.cluster.service import Acted, AdmissionService, Caller, Submitted
-from tokensvc.cluster.submitters import (
-    KubernetesSubmitter,
-    SpoolSubmitter,
-    Submitter,
-)
+from tokensvc.cluster.submitters import submitter_from_settings
 from tokensvc.core.config import Settings
 from tokensvc.core.errors import (
     BodyTooLarge,
@@ -393,17 +389,17 @@ def build_service(settings: Settings) -> AdmissionService:
         max_ttl=settings.max_ttl,
         skew=settings.max_skew,
     )
-    submitter: Submitter
-    if server.submitter == "kubernetes":
-        submitter = KubernetesSubmitter(
-            namespace=server.namespace,
-            kubeconfig=server.kubeconfig or None,
-            context=server.kube_context or None,
-            timeout=server.kube_timeout,
-        )
-    else:
-        submitter = SpoolSubmitter(server.spool_dir, fsync=server.spool_fsync)
+    submitter = submitter_from_settings(server)
     opa = OpaClient(server.opa_url, timeout=server.opa_timeout, pool_size=server.threads)
+    shadow_opa = (
+        OpaClient(
+            server.shadow_opa_url,
+            timeout=server.shadow_opa_timeout,
+            pool_size=server.shadow_max_in_flight,
+        )
+        if server.shadow_opa_url
+        else None
+    )
     return AdmissionService(
         validator=validator,
         opa=opa,
@@ -412,6 +408,8 @@ def build_service(settings: Settings) -> AdmissionService:
         threads=server.threads,
         allow_unbound_submit=server.allow_unbound_submit,
         allow_unbound_actions=server.allow_unbound_actions,
+        shadow_opa=shadow_opa,
+        shadow_max_in_flight=server.shadow_max_in_flight,
     )
 
 
@@ -507,6 +505,7 @@ def serve(settings: Settings) -> None:
             "event": "start",
             "bind": f"{server.bind}:{server.port}",
             "opa": server.opa_url,
+            "shadow_opa": server.shadow_opa_url or None,
             "submitter": server.submitter,
             "realm": settings.realm,
             "pid": os.getpid(),

@@ -50,6 +50,28 @@ class Metrics:
             "Held jobs removed because no submit released them in time",
             registry=r,
         )
+        # Shadow mode (tokensvc.cluster.shadow): the candidate policy beside the active one.
+        self.shadow_decisions = Counter(
+            "tokensvc_shadow_decisions",
+            "Candidate-policy comparisons by result (agree, disagree, error, dropped)",
+            ["result"],
+            registry=r,
+        )
+        self.shadow_disagreements = Counter(
+            "tokensvc_shadow_disagreements",
+            "Candidate decisions unlike the active one, by action and kind",
+            ["action", "outcome"],
+            registry=r,
+        )
+        self.shadow_errors = Counter(
+            "tokensvc_shadow_errors", "Candidate OPA failures by kind", ["kind"], registry=r
+        )
+        self.shadow_seconds = Histogram(
+            "tokensvc_shadow_decision_seconds",
+            "Candidate OPA decision round trip (off the request path)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         # Children looked up once: ``labels()`` takes a lock and walks a dict per call.
         self.decision_results = {
             (action, result): self.decisions.labels(action, result)

@@ -28,6 +28,9 @@ import aiohttp
 from tokensvc.core.errors import PolicyUnavailable
 
 DECISION_PATH: Final = "/v1/data/wsc/authz/decision"
+# The decision's answer names the revision of each bundle that made it.
+DECISION_QUERY_STRING: Final = "?provenance"
+BUNDLE_NAME: Final = "wsc"  # deploy/opa/config.yaml: bundles.wsc
 HEALTH_PATH: Final = "/health"
 DEFAULT_URL: Final = "http://127.0.0.1:8181"
 DEFAULT_TIMEOUT: Final = 1.0  # seconds, for one query as a whole
@@ -36,6 +39,8 @@ MAX_RESPONSE_BYTES: Final = 1 << 20
 MAX_SUPPLEMENTAL_GROUPS: Final = 16  # NFS AUTH_SYS carries at most 16
 # OPA names decisions with UUIDs; an id is stored on the pod and in file names.
 _DECISION_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# A bundle revision is the committer's choice (a git commit here); it is logged, so bounded.
+_REVISION_MAX: Final = 256
 
 Action = Literal["submit", "get", "list", "cancel", "set_priority"]
 ACTIONS: Final[frozenset[str]] = frozenset({"submit", "get", "list", "cancel", "set_priority"})
@@ -177,10 +182,35 @@ def parse_decision(result: object) -> Decision:
 
 @dataclass(frozen=True, slots=True)
 class DecisionResult:
-    """A decision and the id OPA logged it under (``None`` when decision logging is off)."""
+    """A decision, the id OPA logged it under and the revision of the bundle that made it.
+
+    ``decision_id`` is ``None`` when OPA's decision logging is off;
+    ``revision`` is ``None`` when OPA serves no bundle named ``wsc`` (policy
+    loaded from directories) or the bundle's manifest names no revision.
+    """
 
     decision: Decision
     decision_id: str | None
+    revision: str | None = None
+
+
+def _revision(provenance: object) -> str | None:
+    """``provenance.bundles.wsc.revision`` of OPA's answer, checked like the decision."""
+    if provenance is None:
+        return None
+    bundles = _dict(provenance, "provenance").get("bundles")
+    if bundles is None:
+        return None
+    bundle = _dict(bundles, "provenance.bundles").get(BUNDLE_NAME)
+    if bundle is None:
+        return None
+    revision = _dict(bundle, f"provenance.bundles.{BUNDLE_NAME}").get("revision")
+    if revision is None or revision == "":
+        return None
+    revision = _str(revision, "bundle revision")
+    if len(revision) > _REVISION_MAX or not revision.isprintable():
+        raise _malformed("bundle revision is not a printable string of at most 256 characters")
+    return revision
 
 
 def decision_result(status: int, data: bytes) -> DecisionResult:
@@ -206,7 +236,8 @@ def decision_result(status: int, data: bytes) -> DecisionResult:
         isinstance(decision_id, str) and _DECISION_ID_RE.fullmatch(decision_id)
     ):
         raise _malformed("decision_id is not an identifier")
-    return DecisionResult(decision=decision, decision_id=decision_id)
+    revision = _revision(body.get("provenance"))
+    return DecisionResult(decision=decision, decision_id=decision_id, revision=revision)
 
 
 class OpaClient:
@@ -246,7 +277,7 @@ class OpaClient:
         # No path, query or user:password@ (which would travel in the Host header).
         if not parts.hostname or parts.path or parts.query or "@" in parts.netloc:
             raise ValueError("OPA url must be scheme://host[:port]")
-        self._decision_url = self.url + DECISION_PATH
+        self._decision_url = self.url + DECISION_PATH + DECISION_QUERY_STRING
         self._health_url = self.url + HEALTH_PATH + "?bundles"
         self._pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
@@ -282,7 +313,7 @@ class OpaClient:
     # --- queries ----------------------------------------------------------------------
 
     async def decide(self, input_doc: Mapping[str, Any]) -> DecisionResult:
-        """POST ``{"input": input_doc}`` to the decision path; fail closed."""
+        """POST ``{"input": input_doc}`` to the decision path (with provenance); fail closed."""
         payload = json.dumps({"input": input_doc}, separators=(",", ":")).encode()
         return decision_result(*await self._exchange("POST", self._decision_url, payload))
 

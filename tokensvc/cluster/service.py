@@ -30,6 +30,7 @@ from tokensvc.cluster.jobstore import JobExists
 from tokensvc.cluster.launcher import LaunchRefused, build_manifest
 from tokensvc.cluster.metrics import Metrics
 from tokensvc.cluster.opa import Action, DecisionResult, OpaClient, OpaUnavailable
+from tokensvc.cluster.shadow import DEFAULT_MAX_IN_FLIGHT, ShadowPolicy
 from tokensvc.cluster.submitters import SubmitFailed, Submitter
 from tokensvc.core.claims import Claims
 from tokensvc.core.digest import action_digest, request_digest
@@ -118,6 +119,8 @@ class AdmissionService:
         threads: int = 64,
         allow_unbound_submit: bool = False,
         allow_unbound_actions: bool = True,
+        shadow_opa: OpaClient | None = None,
+        shadow_max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         if threads < 1:
             raise ValueError("the service needs at least one worker thread")
@@ -132,6 +135,18 @@ class AdmissionService:
         self.allow_unbound_actions = allow_unbound_actions
         # At most ``threads`` blocking calls at once; more wait in the executor's queue.
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokensvc")
+        # A candidate policy asked beside every decision; never on the request path.
+        self.shadow = (
+            None
+            if shadow_opa is None
+            else ShadowPolicy(
+                shadow_opa,
+                metrics=self.metrics,
+                audit=audit,
+                blocking=self.blocking,
+                max_in_flight=shadow_max_in_flight,
+            )
+        )
 
     async def blocking(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)`` in a worker thread (file or network I/O); the loop stays free."""
@@ -139,8 +154,10 @@ class AdmissionService:
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
     async def close(self) -> None:
-        """Close OPA's connections and the submitter; stop the worker threads."""
+        """Close OPA's connections (the candidate's too) and the submitter; stop the threads."""
         await self.opa.close()
+        if self.shadow is not None:
+            await self.shadow.close()
         await self.blocking(self.submitter.close)
         self._executor.shutdown(wait=False)  # nothing is running: the last call was awaited
 
@@ -223,6 +240,7 @@ class AdmissionService:
             "event": "decision",
             "request_id": request_id,
             "decision_id": None,
+            "revision": None,
             "uid": claims.uid,
             "gid": claims.gid,
             "groups": list(claims.groups),
@@ -242,9 +260,14 @@ class AdmissionService:
             await self.blocking(self._audit, {**audit, "error": str(err)})
             raise
         self.metrics.opa_seconds.observe(time.perf_counter() - started)
+        if self.shadow is not None:
+            self.shadow.observe(doc, result, action=action, request_id=request_id)
         decision = result.decision
         audit.update(
-            decision_id=result.decision_id, allow=decision.allow, reasons=list(decision.reasons)
+            decision_id=result.decision_id,
+            revision=result.revision,
+            allow=decision.allow,
+            reasons=list(decision.reasons),
         )
         self.metrics.decision_results[action, "allow" if decision.allow else "deny"].inc()
         if not decision.allow:

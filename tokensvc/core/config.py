@@ -138,6 +138,11 @@ class ServerSettings:
     # removes it. Longer than the slowest submit (about 5 * kube_timeout).
     hold_deadline: float = 120.0
     reconcile_interval: float = 30.0
+    # Shadow mode: a second OPA serving a candidate policy, asked beside every
+    # decision, off the request path ("" = off); disagreements are counted.
+    shadow_opa_url: str = ""
+    shadow_opa_timeout: float = 1.0  # seconds per candidate exchange
+    shadow_max_in_flight: int = 64  # comparisons at once; beyond: dropped (counted)
 
     def __post_init__(self) -> None:
         _check_range("keyring_trusted_gid", self.keyring_trusted_gid, -1, 2**32 - 2)
@@ -147,6 +152,10 @@ class ServerSettings:
         if not self.opa_url.startswith(("http://", "https://")):
             raise ValueError("opa_url must be an http:// or https:// URL")
         _check_range("opa_timeout", self.opa_timeout, 0.01, 60)
+        if self.shadow_opa_url and not self.shadow_opa_url.startswith(("http://", "https://")):
+            raise ValueError("shadow_opa_url must be empty or an http:// or https:// URL")
+        _check_range("shadow_opa_timeout", self.shadow_opa_timeout, 0.01, 60)
+        _check_range("shadow_max_in_flight", self.shadow_max_in_flight, 1, 4096)
         if self.submitter not in ("spool", "kubernetes"):
             raise ValueError("submitter must be 'spool' or 'kubernetes'")
         _check_path("spool_dir", self.spool_dir)

@@ -9,6 +9,7 @@ test_identity_fields_beyond_ids_are_masked if {
 			"user": "alice", "host": "login1", "realm": "wsc", "token_id": "ab",
 		},
 		"action": "submit",
+		"request": {"project": "ml-team", "command": ["train", "--api-key=s3cret"]},
 	}}
 	masked := log.mask with input as event
 	masked == {
@@ -16,6 +17,7 @@ test_identity_fields_beyond_ids_are_masked if {
 		"/input/identity/host",
 		"/input/identity/realm",
 		"/input/identity/token_id",
+		"/input/request/command",
 	}
 }
 
