@@ -49,7 +49,7 @@ def test_one_pv_and_claim_per_policy_export() -> None:
         assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
 
 
-def test_launcher_role_is_pods_only() -> None:
+def test_launcher_role_is_pods_and_token_records_only() -> None:
     roles = [d for d in _docs("rbac.yaml") if d["kind"] in ("Role", "ClusterRole")]
     assert [r["kind"] for r in roles] == ["Role"]
     assert roles[0]["metadata"]["namespace"] == "wsc-jobs"
@@ -58,7 +58,12 @@ def test_launcher_role_is_pods_only() -> None:
             "apiGroups": [""],
             "resources": ["pods"],
             "verbs": ["create", "get", "list", "delete", "patch"],
-        }
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "verbs": ["create", "get", "list", "delete", "patch"],
+        },
     ]
 
 
