@@ -1,0 +1,24 @@
+# --- Images without a registry (owner: node area) ---------------------------------
+# OCI image archives written by deploy/images/ociimage.py from the JSON specs
+# beside it: reproducible (sorted entries, one fixed mtime), so the same spec
+# and the same Debian busybox give the same digest on every machine. The end-
+# to-end fixture imports them into its containerd; a site with a registry
+# pushes them with any OCI tool (docs/operations.md, "Images").
+IMAGES_DIR   := $(CURDIR)/build/images
+IMAGE_SPECS  := $(CURDIR)/deploy/images
+IMAGE_NAMES  := job job-extra-group pause
+IMAGE_TARS   := $(addprefix $(IMAGES_DIR)/,$(addsuffix .tar,$(IMAGE_NAMES)))
+# Fixed mtime for every entry: the last commit's time would change the bytes
+# with every commit, so it is a constant instead.
+IMAGES_EPOCH := 0
+
+.PHONY: images
+
+images: $(IMAGE_TARS) ## build the OCI image archives (build/images/*.tar)
+
+# job-extra-group extends job.json, so every image depends on every spec and
+# on every file the specs read.
+$(IMAGES_DIR)/%.tar: $(IMAGE_SPECS)/%.json $(wildcard $(IMAGE_SPECS)/*.json $(IMAGE_SPECS)/*/*) \
+  $(IMAGE_SPECS)/ociimage.py | node-debs
+	mkdir -p $(@D)
+	$(PYTHON) $(IMAGE_SPECS)/ociimage.py --epoch $(IMAGES_EPOCH) $< $@

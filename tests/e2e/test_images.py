@@ -1,0 +1,138 @@
+"""The image archives `make images` writes: reproducible, well-formed, non-root,
+and the same image the Containerfile describes for sites with a registry."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import shlex
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SPECS = REPO / "deploy" / "images"
+WRITER = SPECS / "ociimage.py"
+BUSYBOX = Path("/bin/busybox")
+
+pytestmark = pytest.mark.skipif(
+    not BUSYBOX.exists(), reason="needs Debian's busybox-static (make node-debs)"
+)
+
+
+def _build(spec: str, out: Path, epoch: int = 0) -> bytes:
+    subprocess.run(
+        [sys.executable, str(WRITER), "--epoch", str(epoch), str(SPECS / spec), str(out)],
+        check=True,
+    )
+    return out.read_bytes()
+
+
+def _open(archive: bytes) -> tuple[dict[str, Any], dict[str, Any], tarfile.TarFile]:
+    """(index entry, config, layer) of a one-image OCI archive; digests checked."""
+    with tarfile.open(fileobj=io.BytesIO(archive)) as outer:
+        files = {m.name: outer.extractfile(m).read() for m in outer if m.isfile()}  # type: ignore[union-attr]
+    for name, data in files.items():
+        if name.startswith("blobs/sha256/"):
+            assert hashlib.sha256(data).hexdigest() == name.rsplit("/", 1)[1]
+    assert json.loads(files["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
+    (entry,) = json.loads(files["index.json"])["manifests"]
+    manifest = json.loads(files["blobs/" + entry["digest"].replace(":", "/")])
+    config = json.loads(files["blobs/" + manifest["config"]["digest"].replace(":", "/")])
+    (layer_desc,) = manifest["layers"]
+    layer_bytes = files["blobs/" + layer_desc["digest"].replace(":", "/")]
+    assert config["rootfs"]["diff_ids"] == [layer_desc["digest"]]
+    return entry, config, tarfile.open(fileobj=io.BytesIO(layer_bytes))
+
+
+def test_archives_are_reproducible(tmp_path: Path) -> None:
+    for spec in ("job.json", "job-extra-group.json", "pause.json"):
+        first = _build(spec, tmp_path / "a.tar")
+        assert _build(spec, tmp_path / "b.tar") == first, spec
+    # The epoch is the only clock in it.
+    assert _build("job.json", tmp_path / "c.tar", epoch=1) != _build("job.json", tmp_path / "d.tar")
+
+
+def test_layer_is_sorted_root_owned_with_one_mtime(tmp_path: Path) -> None:
+    entry, config, layer = _open(_build("job.json", tmp_path / "job.tar"))
+    members = layer.getmembers()
+    assert [m.name for m in members] == sorted(m.name for m in members)
+    assert {m.mtime for m in members} == {0}
+    assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, "", "")}
+    assert entry["annotations"]["io.containerd.image.name"] == "tokensvc.local/job:0.1.0"
+    assert "created" not in config and "history" not in config
+
+
+@pytest.mark.parametrize("spec", ["job.json", "job-extra-group.json", "pause.json"])
+def test_images_run_as_non_root(tmp_path: Path, spec: str) -> None:
+    _, config, _ = _open(_build(spec, tmp_path / "img.tar"))
+    uid, _, gid = config["config"]["User"].partition(":")
+    assert int(uid) > 0 and int(gid) > 0
+
+
+def test_extra_group_variant_differs_only_in_etc_group(tmp_path: Path) -> None:
+    _, base_config, base = _open(_build("job.json", tmp_path / "job.tar"))
+    _, config, variant = _open(_build("job-extra-group.json", tmp_path / "extra.tar"))
+    assert config["config"] == base_config["config"]
+    assert [m.name for m in variant] == [m.name for m in base]
+    differ = [
+        m.name
+        for m, b in zip(variant.getmembers(), base.getmembers(), strict=True)
+        if m.isfile() and variant.extractfile(m).read() != base.extractfile(b).read()  # type: ignore[union-attr]
+    ]
+    assert differ == ["etc/group"]
+    group = variant.extractfile("etc/group").read().decode()  # type: ignore[union-attr]
+    assert "imagegroup:x:4242:job" in group.splitlines()
+
+
+# --- the Containerfile describes the same image ------------------------------------
+
+
+def _final_stage(containerfile: Path) -> tuple[list[tuple[str, str]], str]:
+    """(instructions of the last stage, the RUN text of the stage before it)."""
+    text = re.sub(r"\\\n", " ", containerfile.read_text())
+    stages: list[list[tuple[str, str]]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        op, _, arg = line.partition(" ")
+        if op.upper() == "FROM":
+            stages.append([])
+        stages[-1].append((op.upper(), arg.strip()))
+    build_run = " ".join(arg for op, arg in stages[-2] if op == "RUN")
+    return stages[-1], build_run
+
+
+def test_containerfile_describes_the_job_image(tmp_path: Path) -> None:
+    _, config, layer = _open(_build("job.json", tmp_path / "job.tar"))
+    final, build_run = _final_stage(SPECS / "job.Containerfile")
+    ops = dict(final)
+    assert ops["FROM"] == "scratch"
+    cfg = config["config"]
+    assert ops["USER"] == cfg["User"]
+    assert ops["WORKDIR"] == cfg["WorkingDir"]
+    assert [ops["ENV"]] == cfg["Env"]
+    assert json.loads(ops["CMD"]) == cfg["Cmd"]
+    assert "ENTRYPOINT" not in ops and "Entrypoint" not in cfg
+    # Same busybox links, same /etc files.
+    applets = re.search(r"for applet in ([^;]+);", build_run)
+    assert applets is not None
+    links = sorted(m.name[len("bin/") :] for m in layer if m.issym())
+    assert sorted(shlex.split(applets.group(1))) == links
+    copied = [arg for op, arg in _final_stage(SPECS / "job.Containerfile")[0] if op == "COPY"]
+    assert copied == ["--from=rootfs /rootfs/ /"]
+    spec_text = (SPECS / "job.Containerfile").read_text()
+    for name in ("passwd", "group"):
+        assert f"job/{name}" in spec_text
+        inside = layer.extractfile(f"etc/{name}").read()  # type: ignore[union-attr]
+        assert inside == (SPECS / "job" / name).read_bytes()
+    assert {m.name for m in layer if m.isfile()} == {"bin/busybox", "etc/group", "etc/passwd"}
+    tmp = layer.getmember("tmp")
+    assert tmp.isdir() and tmp.mode == 0o1777 and "chmod 1777 /rootfs/tmp" in build_run
