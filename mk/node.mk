@@ -64,3 +64,6 @@ $(CONTAINERD_BIN_DIR)/.built: $(CONTAINERD_SOURCES) | containerd-check
 $(CONTAINERD_BINS): $(TOOLS_BIN)/%: $(CONTAINERD_BIN_DIR)/.built
 	mkdir -p $(@D)
 	ln -sfn $(CONTAINERD_BIN_DIR)/$* $@
+
+# The end-to-end tests run a real node: build it before pytest.
+pytest: node-bins
