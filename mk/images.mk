@@ -6,7 +6,7 @@
 # pushes them with any OCI tool (docs/operations.md, "Images").
 IMAGES_DIR   := $(CURDIR)/build/images
 IMAGE_SPECS  := $(CURDIR)/deploy/images
-IMAGE_NAMES  := job job-extra-group pause
+IMAGE_NAMES  := job job-extra-group pause opa
 IMAGE_TARS   := $(addprefix $(IMAGES_DIR)/,$(addsuffix .tar,$(IMAGE_NAMES)))
 # Fixed mtime for every entry: the last commit's time would change the bytes
 # with every commit, so it is a constant instead.
@@ -16,12 +16,30 @@ IMAGES_EPOCH := 0
 
 images: $(IMAGE_TARS) ## build the OCI image archives (build/images/*.tar)
 
+# The OPA image's binary: the pinned OPA built again without cgo, so it runs
+# in an image with no C library (the one in .tools/bin links glibc). Same
+# scratch-module `go get` as the Makefile's go_tool, for the same reason.
+OPA_STATIC := $(TOOLS_DIR)/opa-static/$(OPA_VERSION)/opa
+$(OPA_STATIC):
+	mkdir -p $(@D)
+	d=$$(mktemp -d) && cd $$d && go mod init tools-build >/dev/null 2>&1 && \
+	  go get github.com/open-policy-agent/opa@$(OPA_VERSION) && \
+	  CGO_ENABLED=0 GOBIN=$(@D) nice go install -trimpath -ldflags='-s -w' \
+	  github.com/open-policy-agent/opa; rc=$$?; rm -rf $$d; exit $$rc
+
+$(TOOLS_BIN)/opa-static: $(OPA_STATIC)
+	mkdir -p $(@D)
+	ln -sfn $< $@
+
 # job-extra-group extends job.json, so every image depends on every spec and
 # on every file the specs read.
 $(IMAGES_DIR)/%.tar: $(IMAGE_SPECS)/%.json $(wildcard $(IMAGE_SPECS)/*.json $(IMAGE_SPECS)/*/*) \
   $(IMAGE_SPECS)/ociimage.py | node-debs
 	mkdir -p $(@D)
-	$(PYTHON) $(IMAGE_SPECS)/ociimage.py --epoch $(IMAGES_EPOCH) $< $@
+	$(PYTHON) $(IMAGE_SPECS)/ociimage.py --epoch $(IMAGES_EPOCH) $(IMAGE_SOURCES) $< $@
+
+$(IMAGES_DIR)/opa.tar: $(OPA_STATIC)
+$(IMAGES_DIR)/opa.tar: IMAGE_SOURCES = --src opa=$(OPA_STATIC)
 
 # The end-to-end node imports these; build them before pytest.
 pytest: images

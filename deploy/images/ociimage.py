@@ -26,7 +26,9 @@ A spec (keys not listed are refused, so a typo does not silently drop a file)::
 
 With a base, ``config`` keys replace the base's one by one and entries of
 ``dirs``/``files``/``symlinks`` replace the base's entry for the same path.
-``src`` is resolved against the spec's directory when relative. Parent
+``src`` is resolved against the spec's directory when relative; ``@name``
+names a file given on the command line (``--src name=PATH``), for build
+output whose path carries a version the spec should not repeat. Parent
 directories are added (mode 0755, root) when the spec does not list them.
 Standard library only, so it runs before the project venv exists.
 """
@@ -92,7 +94,17 @@ def _norm(path: str, where: str) -> str:
     return str(p)
 
 
-def _entry(kind: str, raw: dict[str, Any], spec_dir: Path, where: str) -> Entry:
+def _source(src: str, spec_dir: Path, sources: dict[str, Path], where: str) -> bytes:
+    if src.startswith("@"):
+        if src[1:] not in sources:
+            raise SpecError(f"{where}: {src} needs --src {src[1:]}=PATH")
+        return sources[src[1:]].read_bytes()
+    return (spec_dir / src).read_bytes()
+
+
+def _entry(
+    kind: str, raw: dict[str, Any], spec_dir: Path, sources: dict[str, Path], where: str
+) -> Entry:
     unknown = set(raw) - ENTRY_KEYS[kind]
     if unknown:
         raise SpecError(f"{where}: unknown keys {sorted(unknown)}")
@@ -105,12 +117,16 @@ def _entry(kind: str, raw: dict[str, Any], spec_dir: Path, where: str) -> Entry:
         return Entry("dir", path, mode, uid, gid)
     if ("src" in raw) == ("text" in raw):
         raise SpecError(f"{where}: a file needs exactly one of 'src' and 'text'")
-    data = (spec_dir / raw["src"]).read_bytes() if "src" in raw else str(raw["text"]).encode()
+    if "src" in raw:
+        data = _source(str(raw["src"]), spec_dir, sources, where)
+    else:
+        data = str(raw["text"]).encode()
     return Entry("file", path, mode, uid, gid, data)
 
 
-def load_spec(path: Path) -> Image:
+def load_spec(path: Path, sources: dict[str, Path] | None = None) -> Image:
     """The image a spec describes, its base (if any) applied first."""
+    sources = sources or {}
     try:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -119,7 +135,7 @@ def load_spec(path: Path) -> Image:
     if unknown:
         raise SpecError(f"{path}: unknown keys {sorted(unknown)}")
     if "base" in raw:
-        base = load_spec(path.parent / raw["base"])
+        base = load_spec(path.parent / raw["base"], sources)
         config, entries = dict(base.config), dict(base.entries)
         ref = raw.get("ref", base.ref)
     else:
@@ -133,7 +149,7 @@ def load_spec(path: Path) -> Image:
     config.update(raw.get("config", {}))
     for kind in ("dirs", "files", "symlinks"):
         for i, item in enumerate(raw.get(kind, [])):
-            e = _entry(kind, item, path.parent, f"{path}: {kind}[{i}]")
+            e = _entry(kind, item, path.parent, sources, f"{path}: {kind}[{i}]")
             entries[e.path] = e
     return Image(ref, config, entries)
 
@@ -256,9 +272,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--epoch", type=int, default=int(os.environ.get("SOURCE_DATE_EPOCH", "0")))
     parser.add_argument("--arch", default=GO_ARCH.get(platform.machine(), platform.machine()))
+    parser.add_argument(
+        "--src",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="the file a spec's '@NAME' source stands for",
+    )
     args = parser.parse_args(argv)
+    sources = {}
+    for item in args.src:
+        name, sep, path = item.partition("=")
+        if not sep:
+            parser.error(f"--src {item!r}: expected NAME=PATH")
+        sources[name] = Path(path)
     try:
-        data = archive(load_spec(args.spec), args.epoch, args.arch)
+        data = archive(load_spec(args.spec, sources), args.epoch, args.arch)
     except (SpecError, OSError) as err:
         print(f"ociimage: {err}", file=sys.stderr)
         return 2

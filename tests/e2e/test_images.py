@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from toolpaths import tool
 
 REPO = Path(__file__).resolve().parents[2]
 SPECS = REPO / "deploy" / "images"
@@ -27,8 +28,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def _build(spec: str, out: Path, epoch: int = 0) -> bytes:
+    sources = ["--src", f"opa={tool('opa-static')}"] if spec == "opa.json" else []
     subprocess.run(
-        [sys.executable, str(WRITER), "--epoch", str(epoch), str(SPECS / spec), str(out)],
+        [sys.executable, str(WRITER), "--epoch", str(epoch), *sources, str(SPECS / spec), str(out)],
         check=True,
     )
     return out.read_bytes()
@@ -52,7 +54,7 @@ def _open(archive: bytes) -> tuple[dict[str, Any], dict[str, Any], tarfile.TarFi
 
 
 def test_archives_are_reproducible(tmp_path: Path) -> None:
-    for spec in ("job.json", "job-extra-group.json", "pause.json"):
+    for spec in ("job.json", "job-extra-group.json", "pause.json", "opa.json"):
         first = _build(spec, tmp_path / "a.tar")
         assert _build(spec, tmp_path / "b.tar") == first, spec
     # The epoch is the only clock in it.
@@ -69,7 +71,7 @@ def test_layer_is_sorted_root_owned_with_one_mtime(tmp_path: Path) -> None:
     assert "created" not in config and "history" not in config
 
 
-@pytest.mark.parametrize("spec", ["job.json", "job-extra-group.json", "pause.json"])
+@pytest.mark.parametrize("spec", ["job.json", "job-extra-group.json", "pause.json", "opa.json"])
 def test_images_run_as_non_root(tmp_path: Path, spec: str) -> None:
     _, config, _ = _open(_build(spec, tmp_path / "img.tar"))
     uid, _, gid = config["config"]["User"].partition(":")
@@ -136,3 +138,17 @@ def test_containerfile_describes_the_job_image(tmp_path: Path) -> None:
     assert {m.name for m in layer if m.isfile()} == {"bin/busybox", "etc/group", "etc/passwd"}
     tmp = layer.getmember("tmp")
     assert tmp.isdir() and tmp.mode == 0o1777 and "chmod 1777 /rootfs/tmp" in build_run
+
+
+def test_opa_image_is_the_pinned_static_opa(tmp_path: Path) -> None:
+    entry, config, layer = _open(_build("opa.json", tmp_path / "opa.tar"))
+    pinned = re.search(r"^OPA_VERSION\s*:=\s*v(\S+)$", (REPO / "Makefile").read_text(), re.M)
+    assert pinned is not None
+    assert entry["annotations"]["io.containerd.image.name"] == f"tokensvc.local/opa:{pinned[1]}"
+    assert config["config"]["Entrypoint"] == ["/opa"]
+    # The Deployment's OPA container runs as 65532 (deploy/k8s/server.yaml).
+    assert config["config"]["User"] == "65532:65532"
+    assert [m.name for m in layer] == ["opa"]
+    binary = layer.extractfile("opa").read()  # type: ignore[union-attr]
+    assert binary == Path(tool("opa-static")).read_bytes()
+    assert b"/lib64/ld-linux" not in binary[:4096]  # static: no interpreter to find
