@@ -6,7 +6,7 @@
 # pushes them with any OCI tool (docs/operations.md, "Images").
 IMAGES_DIR   := $(CURDIR)/build/images
 IMAGE_SPECS  := $(CURDIR)/deploy/images
-IMAGE_NAMES  := job job-extra-group pause opa
+IMAGE_NAMES  := job job-extra-group pause opa server
 IMAGE_TARS   := $(addprefix $(IMAGES_DIR)/,$(addsuffix .tar,$(IMAGE_NAMES)))
 # Fixed mtime for every entry: the last commit's time would change the bytes
 # with every commit, so it is a constant instead.
@@ -40,6 +40,30 @@ $(IMAGES_DIR)/%.tar: $(IMAGE_SPECS)/%.json $(wildcard $(IMAGE_SPECS)/*.json $(IM
 
 $(IMAGES_DIR)/opa.tar: $(OPA_STATIC)
 $(IMAGES_DIR)/opa.tar: IMAGE_SOURCES = --src opa=$(OPA_STATIC)
+
+# The server image's root: Debian's Python 3.11 and the few libraries its
+# standard modules and our wheels load, unpacked from the .debs (no package
+# manager, no shell in the image), and tokensvc with its pinned runtime
+# dependencies from PyPI below /usr/local (on Debian Python's sys.path). The
+# venv's interpreter is the same Debian Python, so the wheels fit.
+SERVER_DEBS   := python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc6 \
+  libexpat1 zlib1g libssl3 libffi8 libbz2-1.0 liblzma5 libuuid1 libcrypt1 libgcc-s1
+SERVER_ROOTFS := $(CURDIR)/build/server-rootfs
+$(SERVER_ROOTFS)/.built: pyproject.toml $(shell find tokensvc -name '*.py') $(lastword $(MAKEFILE_LIST)) \
+  | $(VENV)/.installed
+	rm -rf $(SERVER_ROOTFS) && mkdir -p $(SERVER_ROOTFS)/debs $(SERVER_ROOTFS)/root
+	cd $(SERVER_ROOTFS)/debs && { apt-get download $(SERVER_DEBS) 2>/dev/null || \
+	  { apt-get update -qq && apt-get download $(SERVER_DEBS); }; }
+	for deb in $(SERVER_ROOTFS)/debs/*.deb; do dpkg-deb -x $$deb $(SERVER_ROOTFS)/root; done
+	$(VPY) -m pip install --quiet --no-compile --no-warn-script-location \
+	  --target $(SERVER_ROOTFS)/root/usr/local/lib/python3.11/dist-packages $(CURDIR)
+	# Where pip found each package (a path on this machine) is no part of the image.
+	find $(SERVER_ROOTFS)/root -name direct_url.json -delete
+	rm -rf $(SERVER_ROOTFS)/root/usr/local/lib/python3.11/dist-packages/bin
+	touch $@
+
+$(IMAGES_DIR)/server.tar: $(SERVER_ROOTFS)/.built
+$(IMAGES_DIR)/server.tar: IMAGE_SOURCES = --src rootfs=$(SERVER_ROOTFS)/root
 
 # The end-to-end node imports these; build them before pytest.
 pytest: images

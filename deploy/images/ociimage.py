@@ -21,11 +21,16 @@ A spec (keys not listed are refused, so a typo does not silently drop a file)::
       "dirs": [{"path": "/tmp", "mode": "1777"}],
       "files": [{"path": "/bin/busybox", "src": "/bin/busybox", "mode": "0755"},
                 {"path": "/etc/passwd", "text": "...", "mode": "0644"}],
-      "symlinks": [{"path": "/bin/sh", "target": "busybox"}]
+      "symlinks": [{"path": "/bin/sh", "target": "busybox"}],
+      "trees": [{"path": "/", "src": "@rootfs", "exclude": ["usr/share/doc"]}]
     }
 
 With a base, ``config`` keys replace the base's one by one and entries of
 ``dirs``/``files``/``symlinks`` replace the base's entry for the same path.
+A tree copies a directory's files, directories and symlinks (modes kept,
+owners made root, mtimes dropped) below ``path``, skipping the relative
+paths in ``exclude`` and everything below them; the other kinds of entry
+win over a tree's entry for the same path.
 ``src`` is resolved against the spec's directory when relative; ``@name``
 names a file given on the command line (``--src name=PATH``), for build
 output whose path carries a version the spec should not repeat. Parent
@@ -55,12 +60,13 @@ MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
 ANNOTATION_CONTAINERD_NAME = "io.containerd.image.name"
 ANNOTATION_OCI_REF = "org.opencontainers.image.ref.name"
 
-SPEC_KEYS = {"base", "ref", "config", "dirs", "files", "symlinks"}
+SPEC_KEYS = {"base", "ref", "config", "dirs", "files", "symlinks", "trees"}
 CONFIG_KEYS = {"User", "Entrypoint", "Cmd", "Env", "WorkingDir", "Labels", "StopSignal"}
 ENTRY_KEYS = {
     "dirs": {"path", "mode", "uid", "gid"},
     "files": {"path", "src", "text", "mode", "uid", "gid"},
     "symlinks": {"path", "target"},
+    "trees": {"path", "src", "exclude"},
 }
 GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "ppc64le": "ppc64le", "s390x": "s390x"}
 
@@ -124,6 +130,36 @@ def _entry(
     return Entry("file", path, mode, uid, gid, data)
 
 
+def _tree(raw: dict[str, Any], spec_dir: Path, sources: dict[str, Path], where: str) -> list[Entry]:
+    unknown = set(raw) - ENTRY_KEYS["trees"]
+    if unknown:
+        raise SpecError(f"{where}: unknown keys {sorted(unknown)}")
+    src = str(raw["src"])
+    top = sources.get(src[1:]) if src.startswith("@") else spec_dir / src
+    if top is None or not top.is_dir():
+        raise SpecError(f"{where}: tree source {src} is not a directory")
+    dest = PurePosixPath(raw["path"])
+    excluded = [PurePosixPath(e) for e in raw.get("exclude", [])]
+    out = []
+    for here, dirs, files in os.walk(top):
+        for name in sorted(dirs) + sorted(files):
+            full = Path(here) / name
+            rel = PurePosixPath(full.relative_to(top).as_posix())
+            if any(rel == e or e in rel.parents for e in excluded):
+                continue
+            path = str(dest / rel)
+            st = full.lstat()
+            if full.is_symlink():
+                out.append(Entry("symlink", path, mode=0o777, target=os.readlink(full)))
+            elif full.is_dir():
+                out.append(Entry("dir", path, st.st_mode & 0o7777))
+            elif full.is_file():
+                out.append(Entry("file", path, st.st_mode & 0o7777, data=full.read_bytes()))
+            else:
+                raise SpecError(f"{where}: {full} is neither file, directory nor symlink")
+    return out
+
+
 def load_spec(path: Path, sources: dict[str, Path] | None = None) -> Image:
     """The image a spec describes, its base (if any) applied first."""
     sources = sources or {}
@@ -147,6 +183,9 @@ def load_spec(path: Path, sources: dict[str, Path] | None = None) -> Image:
     if bad_config:
         raise SpecError(f"{path}: unknown config keys {sorted(bad_config)}")
     config.update(raw.get("config", {}))
+    for i, item in enumerate(raw.get("trees", [])):
+        for e in _tree(item, path.parent, sources, f"{path}: trees[{i}]"):
+            entries[e.path] = e
     for kind in ("dirs", "files", "symlinks"):
         for i, item in enumerate(raw.get(kind, [])):
             e = _entry(kind, item, path.parent, sources, f"{path}: {kind}[{i}]")

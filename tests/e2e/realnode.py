@@ -87,6 +87,7 @@ IMAGES = {
     "job-extra-group": "tokensvc.local/job-extra-group:0.1.0",
     "pause": "tokensvc.local/pause:0.1.0",
     "opa": "tokensvc.local/opa:1.22.3",
+    "server": "tokensvc.local/tokensvc:0.1.0",
 }
 # The uid/gid the job image's /etc/passwd names, and the group the
 # job-extra-group image's /etc/group adds to that user.

@@ -27,8 +27,19 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _sources(spec: str) -> list[str]:
+    """The --src arguments a spec needs, building what is missing with make."""
+    if spec == "opa.json":
+        return ["--src", f"opa={tool('opa-static')}"]
+    if spec == "server.json":
+        rootfs = REPO / "build" / "server-rootfs"
+        subprocess.run(["make", "-s", "-C", str(REPO), str(rootfs / ".built")], check=True)
+        return ["--src", f"rootfs={rootfs / 'root'}"]
+    return []
+
+
 def _build(spec: str, out: Path, epoch: int = 0) -> bytes:
-    sources = ["--src", f"opa={tool('opa-static')}"] if spec == "opa.json" else []
+    sources = _sources(spec)
     subprocess.run(
         [sys.executable, str(WRITER), "--epoch", str(epoch), *sources, str(SPECS / spec), str(out)],
         check=True,
@@ -54,7 +65,7 @@ def _open(archive: bytes) -> tuple[dict[str, Any], dict[str, Any], tarfile.TarFi
 
 
 def test_archives_are_reproducible(tmp_path: Path) -> None:
-    for spec in ("job.json", "job-extra-group.json", "pause.json", "opa.json"):
+    for spec in ("job.json", "job-extra-group.json", "pause.json", "opa.json", "server.json"):
         first = _build(spec, tmp_path / "a.tar")
         assert _build(spec, tmp_path / "b.tar") == first, spec
     # The epoch is the only clock in it.
@@ -71,7 +82,9 @@ def test_layer_is_sorted_root_owned_with_one_mtime(tmp_path: Path) -> None:
     assert "created" not in config and "history" not in config
 
 
-@pytest.mark.parametrize("spec", ["job.json", "job-extra-group.json", "pause.json", "opa.json"])
+@pytest.mark.parametrize(
+    "spec", ["job.json", "job-extra-group.json", "pause.json", "opa.json", "server.json"]
+)
 def test_images_run_as_non_root(tmp_path: Path, spec: str) -> None:
     _, config, _ = _open(_build(spec, tmp_path / "img.tar"))
     uid, _, gid = config["config"]["User"].partition(":")
@@ -152,3 +165,17 @@ def test_opa_image_is_the_pinned_static_opa(tmp_path: Path) -> None:
     binary = layer.extractfile("opa").read()  # type: ignore[union-attr]
     assert binary == Path(tool("opa-static")).read_bytes()
     assert b"/lib64/ld-linux" not in binary[:4096]  # static: no interpreter to find
+
+
+def test_server_image_has_no_shell_or_package_manager(tmp_path: Path) -> None:
+    _, config, layer = _open(_build("server.json", tmp_path / "server.tar"))
+    names = {m.name for m in layer}
+    assert "usr/bin/python3.11" in names
+    assert "usr/local/lib/python3.11/dist-packages/tokensvc/__init__.py" in names
+    for absent in ("bin/sh", "usr/bin/sh", "bin/bash", "usr/bin/dpkg", "usr/bin/apt-get"):
+        assert absent not in names
+    assert not [n for n in names if n.startswith("usr/share/doc/")]
+    assert not [n for n in names if n.endswith("direct_url.json")]
+    # The Deployment runs `tokensvc server` as 65532 (deploy/k8s/server.yaml).
+    assert config["config"]["Cmd"] == ["tokensvc", "server"]
+    assert config["config"]["User"] == "65532:65532"
