@@ -109,8 +109,8 @@ def test_extra_group_variant_differs_only_in_etc_group(tmp_path: Path) -> None:
 # --- the Containerfile describes the same image ------------------------------------
 
 
-def _final_stage(containerfile: Path) -> tuple[list[tuple[str, str]], str]:
-    """(instructions of the last stage, the RUN text of the stage before it)."""
+def _stages(containerfile: Path) -> list[list[tuple[str, str]]]:
+    """Each stage's instructions (op, argument), continuation lines joined."""
     text = re.sub(r"\\\n", " ", containerfile.read_text())
     stages: list[list[tuple[str, str]]] = []
     for raw in text.splitlines():
@@ -121,8 +121,13 @@ def _final_stage(containerfile: Path) -> tuple[list[tuple[str, str]], str]:
         if op.upper() == "FROM":
             stages.append([])
         stages[-1].append((op.upper(), arg.strip()))
-    build_run = " ".join(arg for op, arg in stages[-2] if op == "RUN")
-    return stages[-1], build_run
+    return stages
+
+
+def _final_stage(containerfile: Path) -> tuple[list[tuple[str, str]], str]:
+    """(instructions of the last stage, the RUN text of the stage before it)."""
+    stages = _stages(containerfile)
+    return stages[-1], " ".join(arg for op, arg in stages[-2] if op == "RUN")
 
 
 def test_containerfile_describes_the_job_image(tmp_path: Path) -> None:
@@ -179,3 +184,59 @@ def test_server_image_has_no_shell_or_package_manager(tmp_path: Path) -> None:
     # The Deployment runs `tokensvc server` as 65532 (deploy/k8s/server.yaml).
     assert config["config"]["Cmd"] == ["tokensvc", "server"]
     assert config["config"]["User"] == "65532:65532"
+
+
+def _final_config(containerfile: Path) -> dict[str, Any]:
+    """The image config the last stage of a Containerfile sets, in OCI terms."""
+    final, _ = _final_stage(containerfile)
+    ops = dict(final)
+    config: dict[str, Any] = {"User": ops["USER"], "WorkingDir": ops["WORKDIR"]}
+    if "ENV" in ops:
+        config["Env"] = ops["ENV"].split()
+    for op, key in (("ENTRYPOINT", "Entrypoint"), ("CMD", "Cmd")):
+        if op in ops:
+            config[key] = json.loads(ops[op])
+    return config
+
+
+def _spec(name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = json.loads((SPECS / name).read_text())
+    return spec
+
+
+def test_containerfile_describes_the_server_image() -> None:
+    containerfile = SPECS / "server.Containerfile"
+    spec = _spec("server.json")
+    assert _final_config(containerfile) == spec["config"]
+    text = re.sub(r"\\\n", " ", containerfile.read_text())
+    # The same Debian packages as mk/images.mk unpacks.
+    mk = re.sub(r"\\\n", " ", (REPO / "mk" / "images.mk").read_text())
+    debs = re.search(r"^SERVER_DEBS\s*:=\s*(.+)$", mk, re.M)
+    downloaded = re.search(r"apt-get download ([^&]+)&&", text)
+    assert debs is not None and downloaded is not None
+    assert downloaded[1].split() == debs[1].split()
+    # The same paths left out of the root.
+    removed = re.search(r"rm -rf (/rootfs/usr/share/doc[^&]+)&&", text)
+    assert removed is not None
+    (tree,) = spec["trees"]
+    assert [p.removeprefix("/rootfs/") for p in removed[1].split()] == tree["exclude"]
+    # The same files from deploy/images/server, in the same places: each
+    # COPY names its sources and then a destination file or directory.
+    copies = [arg.split() for op, arg in _stages(containerfile)[-2] if op == "COPY"]
+    for item in spec["files"]:
+        src, dest = f"deploy/images/{item['src']}", f"/rootfs{item['path']}"
+        assert any(
+            src in c[:-1] and (c[-1] == dest or c[-1] == dest.rpartition("/")[0] + "/")
+            for c in copies
+        ), item
+
+
+def test_containerfile_describes_the_opa_image() -> None:
+    containerfile = SPECS / "opa.Containerfile"
+    assert _final_config(containerfile) == _spec("opa.json")["config"]
+    final, _ = _final_stage(containerfile)
+    assert ("COPY", "--from=build /out/opa /opa") in final
+    pinned = re.search(r"^OPA_VERSION\s*:=\s*(\S+)$", (REPO / "Makefile").read_text(), re.M)
+    assert pinned is not None
+    assert f"ARG OPA_VERSION={pinned[1]}" in containerfile.read_text()
+    assert "CGO_ENABLED=0" in containerfile.read_text()
