@@ -37,10 +37,12 @@ containerd-check: ## check that tools/containerd/go.mod pins CONTAINERD_VERSION
 	  { echo "containerd-check: $(CONTAINERD_MODULE)/go.mod does not require containerd $(CONTAINERD_VERSION) (Makefile CONTAINERD_VERSION)" >&2; exit 1; }
 
 # apt-get only for what is missing, then every package's version is checked.
+# iproute2 (the fixture makes its bridge with `ip`) is needed at any version.
 node-debs: ## install runc, CNI plugins, busybox-static from Debian and check their versions
 	@set -e; missing=; for p in $(NODE_DEBS); do \
 	  dpkg-query -W -f='$${Status}' $${p%%=*} 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $${p%%=*}"; \
 	done; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi; \
