@@ -57,9 +57,13 @@ $(SERVER_ROOTFS)/.built: pyproject.toml $(shell find tokensvc -name '*.py') $(la
 	for deb in $(SERVER_ROOTFS)/debs/*.deb; do dpkg-deb -x $$deb $(SERVER_ROOTFS)/root; done
 	$(VPY) -m pip install --quiet --no-compile --no-warn-script-location \
 	  --target $(SERVER_ROOTFS)/root/usr/local/lib/python3.11/dist-packages $(CURDIR)
-	# Where pip found each package (a path on this machine) is no part of the image.
+	# Where pip found each package and the scripts it wrote for this machine's
+	# venv are no part of the image; each RECORD drops them too, so the root
+	# is the same wherever it is built.
 	find $(SERVER_ROOTFS)/root -name direct_url.json -delete
 	rm -rf $(SERVER_ROOTFS)/root/usr/local/lib/python3.11/dist-packages/bin
+	sed -i -e '/^\.\.\/\.\.\/bin\//d' -e '/\/direct_url\.json,/d' \
+	  $(SERVER_ROOTFS)/root/usr/local/lib/python3.11/dist-packages/*.dist-info/RECORD
 	touch $@
 
 $(IMAGES_DIR)/server.tar: $(SERVER_ROOTFS)/.built

@@ -181,6 +181,12 @@ def test_server_image_has_no_shell_or_package_manager(tmp_path: Path) -> None:
         assert absent not in names
     assert not [n for n in names if n.startswith("usr/share/doc/")]
     assert not [n for n in names if n.endswith("direct_url.json")]
+    # Nothing that names the machine it was built on: pip's RECORDs list
+    # neither the deleted scripts nor the deleted direct_url.json.
+    for m in layer:
+        if m.name.endswith(".dist-info/RECORD"):
+            record = layer.extractfile(m).read().decode()  # type: ignore[union-attr]
+            assert "../../bin/" not in record and "direct_url.json" not in record, m.name
     # The Deployment runs `tokensvc server` as 65532 (deploy/k8s/server.yaml).
     assert config["config"]["Cmd"] == ["tokensvc", "server"]
     assert config["config"]["User"] == "65532:65532"
