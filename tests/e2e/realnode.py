@@ -501,13 +501,31 @@ def _remove_host_dirs(c: Cluster, host: HostState) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def alive(pid: int) -> bool:
+    """Whether pid is a live process (not gone, not a zombie waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
 def _running(program: str) -> bool:
-    """Whether any process whose name starts with `program` runs (containerd: shims too)."""
+    """Whether any live process's name starts with `program` (containerd: shims too)."""
     for proc in Path("/proc").iterdir():
         with contextlib.suppress(OSError):
-            if proc.name.isdigit() and (proc / "comm").read_text().startswith(program):
+            if (
+                proc.name.isdigit()
+                and (proc / "comm").read_text().startswith(program)
+                and alive(int(proc.name))
+            ):
                 return True
     return False
+
+
+def pids_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains text."""
+    return [int(line.split(":", 1)[0]) for line in _processes_mentioning(text)]
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -876,11 +894,14 @@ def _stop(c: Cluster) -> None:
             c.procs[name].stop()
     # Shims and containers the runtime lost track of are still ours: their
     # command lines name the cluster's directory.
-    for line in _processes_mentioning(str(c.root)):
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
+    # A process on its way out can no longer show its command line: wait on
+    # the pids themselves.
+    pids = pids_mentioning(str(c.root))
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + STOP_TIMEOUT
-    while _processes_mentioning(str(c.root)) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
@@ -890,6 +911,7 @@ def running_cluster() -> Iterator[Cluster]:
     if os.geteuid() != 0:
         raise KubeStartError("the end-to-end cluster needs root")
     ensure_built()
+    sweep_stale()
     suffix = secrets.token_hex(2)
     root = Path(tempfile.mkdtemp(prefix="tokensvc-e2e-"))
     subnet = _free_subnet()
@@ -909,6 +931,7 @@ def running_cluster() -> Iterator[Cluster]:
         ),
     )
     try:
+        _write_record(c)
         _start(c, subnet)
         yield c
     finally:
@@ -917,18 +940,73 @@ def running_cluster() -> Iterator[Cluster]:
 
 def teardown(c: Cluster) -> None:
     """Stop everything and remove every trace; safe to call on a half-started cluster."""
-    assert c.host is not None
     try:
         _stop(c)
     finally:
-        _unmount_all(c.root)
-        subprocess.run(["ip", "link", "del", c.bridge], check=False, capture_output=True)
-        _remove_cgroups(c.cgroup_name)
-        _remove_log_links(c.root, c.host)
-        _remove_host_dirs(c, c.host)
-        _restore_tunables(c.host.tunables)
-        if not mounts_below(c.root):  # never delete through a mount
-            shutil.rmtree(c.root, ignore_errors=True)
+        _remove_traces(c)
+
+
+def _remove_traces(c: Cluster) -> None:
+    assert c.host is not None
+    _unmount_all(c.root)
+    subprocess.run(["ip", "link", "del", c.bridge], check=False, capture_output=True)
+    _remove_cgroups(c.cgroup_name)
+    _remove_log_links(c.root, c.host)
+    _remove_host_dirs(c, c.host)
+    _restore_tunables(c.host.tunables)
+    if not mounts_below(c.root):  # never delete through a mount
+        shutil.rmtree(c.root, ignore_errors=True)
+
+
+# Written into each cluster's directory before anything is started, so a
+# later run can remove what a killed one (no fixture teardown) left.
+RECORD = "cluster.json"
+
+
+def _write_record(c: Cluster) -> None:
+    assert c.host is not None
+    record = {
+        "bridge": c.bridge,
+        "bridge_ip": c.bridge_ip,
+        "cgroup_name": c.cgroup_name,
+        "network": c.network,
+        "tunables": c.host.tunables,
+        "legacy_log_dir_existed": c.host.legacy_log_dir_existed,
+        "host_dirs_existed": {str(p): e for p, e in c.host.host_dirs_existed.items()},
+        "absent_defaults": [str(p) for p in c.host.absent_defaults],
+    }
+    (c.root / RECORD).write_text(json.dumps(record))
+
+
+def sweep_stale() -> list[Path]:
+    """Remove the traces of earlier clusters whose processes are all gone.
+
+    A cluster some process still mentions is alive (another test session's,
+    perhaps) and is left alone. Returns the directories swept.
+    """
+    swept = []
+    for root in Path(tempfile.gettempdir()).glob("tokensvc-e2e-*"):
+        if not (root / RECORD).is_file() or _processes_mentioning(str(root)):
+            continue
+        r = json.loads((root / RECORD).read_text())
+        stale = Cluster(
+            api=None,  # type: ignore[arg-type]  # nothing is asked of the API any more
+            root=root,
+            bridge=r["bridge"],
+            bridge_ip=r["bridge_ip"],
+            cgroup_name=r["cgroup_name"],
+            network=r["network"],
+            containerd_socket=root / "containerd" / "containerd.sock",
+            host=HostState(
+                tunables=r["tunables"],
+                legacy_log_dir_existed=r["legacy_log_dir_existed"],
+                host_dirs_existed={Path(p): e for p, e in r["host_dirs_existed"].items()},
+                absent_defaults=tuple(Path(p) for p in r["absent_defaults"]),
+            ),
+        )
+        _remove_traces(stale)
+        swept.append(root)
+    return swept
 
 
 __all__ = [
@@ -938,6 +1016,9 @@ __all__ = [
     "JOBS_NAMESPACE",
     "SYSTEMS_RESOURCE",
     "Cluster",
+    "alive",
     "leftovers",
+    "pids_mentioning",
     "running_cluster",
+    "sweep_stale",
 ]
