@@ -9,6 +9,13 @@ REGAL_VERSION     := v0.35.1
 K8S_VERSION       := v1.34.12
 K8S_SCHEMA_VERSION := 1.34
 ETCD_VERSION      := v3.6.4
+# The end-to-end node: containerd built from its Go module (tools/containerd);
+# runc, CNI plugins and the job image's busybox from Debian, at these
+# upstream versions (mk/node.mk installs them and checks).
+CONTAINERD_VERSION  := v2.4.2
+RUNC_VERSION        := 1.1.5
+CNI_PLUGINS_VERSION := 1.1.1
+BUSYBOX_VERSION     := 1.35.0
 
 PYTHON    ?= python3
 VENV      := $(CURDIR)/.venv

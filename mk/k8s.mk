@@ -1,6 +1,7 @@
 # --- Kubernetes test binaries (owner: k8s area) --------------------------------
-# kube-apiserver, etcd and kustomize for the integration tests, built from Go
-# modules by our own module tools/k8s (its go.mod is the pin; K8S_VERSION and
+# kube-apiserver, etcd and kustomize for the integration tests, and kubelet,
+# kube-scheduler and kube-controller-manager for the end-to-end node, built
+# from Go modules by our own module tools/k8s (its go.mod is the pin; K8S_VERSION and
 # ETCD_VERSION at the top of the Makefile must name the same versions, and
 # k8s-check fails loudly when they do not). Built once per version pair into
 # the git-ignored tools dir, reused while present. Cold build: docs/operations.md
@@ -17,12 +18,13 @@ K8S_LDFLAGS := -s -w -X $(K8S_VERSION_PKG).gitVersion=$(K8S_VERSION) \
   -X $(K8S_VERSION_PKG).gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION))) \
   -X $(K8S_VERSION_PKG).gitTreeState=clean
 K8S_SOURCES := $(K8S_MK) $(K8S_MODULE)/go.mod $(K8S_MODULE)/go.sum $(wildcard $(K8S_MODULE)/cmd/*/*.go)
-K8S_TOOLS   := kube-apiserver etcd kustomize
+K8S_NODE_TOOLS := kubelet kube-scheduler kube-controller-manager
+K8S_TOOLS   := kube-apiserver etcd kustomize $(K8S_NODE_TOOLS)
 K8S_BINS    := $(addprefix $(TOOLS_BIN)/,$(K8S_TOOLS))
 
 .PHONY: k8s-bins k8s-check
 
-k8s-bins: $(K8S_BINS) ## build kube-apiserver, etcd, kustomize for tests (once per version)
+k8s-bins: $(K8S_BINS) ## build the Kubernetes test binaries and kustomize (once per version)
 
 # Read go.mod as text: no network, no module download, just a loud mismatch.
 k8s-check: ## check that tools/k8s/go.mod pins K8S_VERSION and ETCD_VERSION
@@ -34,14 +36,15 @@ k8s-check: ## check that tools/k8s/go.mod pins K8S_VERSION and ETCD_VERSION
 	bad=$$(grep -E '=> k8s\.io/' $$mod | grep -vE ' $(K8S_STAGING)$$' || true); \
 	[ -z "$$bad" ] || { echo "k8s-check: staging replaces not at $(K8S_STAGING):" >&2; echo "$$bad" >&2; exit 1; }
 
-# One `go build` for all three (they share most packages). -mod=readonly: the
+# One `go build` for all of them (they share most packages). -mod=readonly: the
 # committed go.sum must already be complete, so a drifting graph fails here.
 # nice: the build is long on a 2-core machine and shouldn't starve the tests.
 $(K8S_BIN_DIR)/.built: $(K8S_SOURCES) | k8s-check
 	mkdir -p $(@D)
 	cd $(K8S_MODULE) && GOFLAGS='-mod=readonly -buildvcs=false' nice go build \
 	  -trimpath -ldflags='$(K8S_LDFLAGS)' -o $(@D)/ \
-	  ./cmd/kube-apiserver ./cmd/etcd sigs.k8s.io/kustomize/kustomize/v5
+	  ./cmd/kube-apiserver ./cmd/etcd $(addprefix ./cmd/,$(K8S_NODE_TOOLS)) \
+	  sigs.k8s.io/kustomize/kustomize/v5
 	# One timestamp for all, so the symlinks below are not remade every run.
 	t=$$(date +%s); touch -d @$$t $(addprefix $(@D)/,$(K8S_TOOLS)) $@
 
