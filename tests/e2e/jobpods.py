@@ -18,14 +18,9 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from realnode import IMAGES, Cluster
 
-try:  # the layered layout
-    from tokensvc.cluster.jobs import JobRequest, MountRequest
-    from tokensvc.cluster.launcher import build_manifest
-    from tokensvc.cluster.opa import Decision, GrantedMount, RunAs
-except ImportError:  # the flat layout
-    from tokensvc.jobs import JobRequest, MountRequest  # type: ignore[no-redef]
-    from tokensvc.launcher import build_manifest  # type: ignore[no-redef]
-    from tokensvc.opa import Decision, GrantedMount, RunAs  # type: ignore[no-redef]
+from tokensvc.cluster.jobs import JobRequest, MountRequest
+from tokensvc.cluster.launcher import build_manifest
+from tokensvc.cluster.opa import Decision, GrantedMount, RunAs
 
 POD_TIMEOUT = 120.0
 
