@@ -159,7 +159,8 @@ class KubernetesSubmitter:
         patch = [{"op": "replace", "path": "/spec/schedulingGates", "value": kept}]
         self._call("release", name, self._api.patch_namespaced_pod, name, self.namespace, patch)
 
-    def held(self, older_than: float) -> list[str]:
+    def _our_pods(self) -> list[Any]:
+        """Every pod this service created in the namespace (one list call)."""
         pods = self._call(
             "list",
             "",
@@ -167,8 +168,11 @@ class KubernetesSubmitter:
             self.namespace,
             label_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}",
         )
+        return list(pods.items)
+
+    def held(self, older_than: float) -> list[str]:
         names = []
-        for pod in pods.items:
+        for pod in self._our_pods():
             gates = [g.name for g in (pod.spec.scheduling_gates or [])]
             created = pod.metadata.creation_timestamp
             if ADMISSION_GATE in gates and created is not None and created.timestamp() < older_than:
@@ -194,15 +198,8 @@ class KubernetesSubmitter:
     def list(
         self, *, owner_uid: int | None = None, projects: Collection[str] | None = None
     ) -> list[JobRecord]:
-        pods = self._call(
-            "list",
-            "",
-            self._api.list_namespaced_pod,
-            self.namespace,
-            label_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}",
-        )
         records = []
-        for pod in pods.items:
+        for pod in self._our_pods():
             with contextlib.suppress(NotFound):
                 records.append(self._to_record(pod, ""))
         if owner_uid is None and projects is None:
