@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from toolpaths import tool
+from support.toolpaths import tool
 
 REPO = Path(__file__).resolve().parents[2]
 SPECS = REPO / "deploy" / "images"
