@@ -56,7 +56,7 @@ $(SERVER_ROOTFS)/.built: pyproject.toml $(shell find tokensvc -name '*.py') $(la
 	  { apt-get update -qq && apt-get download $(SERVER_DEBS); }; }
 	for deb in $(SERVER_ROOTFS)/debs/*.deb; do dpkg-deb -x $$deb $(SERVER_ROOTFS)/root; done
 	$(VPY) -m pip install --quiet --no-compile --no-warn-script-location \
-	  --target $(SERVER_ROOTFS)/root/usr/local/lib/python3.11/dist-packages $(CURDIR)
+	  --target $(SERVER_ROOTFS)/root/usr/local/lib/python3.11/dist-packages '$(CURDIR)[cluster]'
 	# Where pip found each package and the scripts it wrote for this machine's
 	# venv are no part of the image; each RECORD drops them too, so the root
 	# is the same wherever it is built.

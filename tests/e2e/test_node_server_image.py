@@ -19,7 +19,8 @@ pytestmark = pytest.mark.root
 # The server's third-party stack, C extensions included.
 IMPORTS = (
     "import cryptography.hazmat.primitives.ciphers.aead, httptools, kubernetes.client, "
-    "prometheus_client, uvicorn, uvloop, yaml, tokensvc.cli; "
+    "prometheus_client, uvicorn, uvloop, yaml, starlette, aiohttp, jsonschema, "
+    "tokensvc.cli, tokensvc.cluster.app; "
     "print(yaml.__with_libyaml__, uvloop.new_event_loop().__class__.__name__)"
 )
 

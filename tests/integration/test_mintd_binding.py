@@ -82,7 +82,7 @@ def test_the_daemon_refuses_a_malformed_binding(mintd: Daemon, tree: Tree) -> No
         tree, A, [f"MINT2 {digest.upper()}\n".encode(), f"MINT2 {digest} 30\n".encode()]
     )
     assert [r["reply"] for r in replies] == [
-        "ERR malformed expected 'MINT1 [ttl]' or 'MINT2 [ttl] [digest]' and a newline\n"
+        "ERR malformed expected 'MINT1 [ttl]' or 'MINT2 [ttl] digest' and a newline\n"
     ] * 2
     assert mintd.alive()
 
