@@ -234,9 +234,7 @@ class MintDaemon:
         listener = self._listener
         for _ in range(ACCEPT_BATCH):
             try:
-                # The C-level accept: socket.socket.accept() adds a Python
-                # wrapper and enum conversions that cost more than the mint.
-                fd, _ = listener._accept()  # type: ignore[attr-defined]
+                sock, _ = listener.accept()
             except BlockingIOError:
                 return
             except OSError as err:
@@ -249,7 +247,7 @@ class MintDaemon:
                     self._accept_paused_until = time.monotonic() + 0.05
                     self._log_error("accept", err)
                 return
-            self._start(socket.SocketType(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd))
+            self._start(sock)
 
     def _start(self, sock: socket.SocketType) -> None:
         try:
