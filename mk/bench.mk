@@ -1,6 +1,6 @@
 # Token benchmarks beside MUNGE (Debian's munge package), same run, ratios.
 
-.PHONY: bench-mint munge
+.PHONY: bench-mint bench-spool munge
 
 munge: ## install Debian's munge (benchmark only)
 	@command -v munged >/dev/null && command -v remunge >/dev/null || { \
@@ -16,4 +16,7 @@ bench-mint: $(VENV)/.installed $(TOOLS_BIN)/mintload munge ## mint/open throughp
 	$(VPY) bench/bench_mint.py --duration $(BENCH_DURATION) --mintload $(TOOLS_BIN)/mintload \
 	  --record build/bench-mint.md
 
-bench: bench-mint ## run every benchmark (tables go to build/, record them in docs/benchmarks.md)
+bench-spool: $(VENV)/.installed ## spool list/get CPU with 10,000 jobs stored
+	$(VPY) bench/bench_spool.py --jobs 10000
+
+bench: bench-mint bench-spool ## run every benchmark (tables go to build/, record them in docs/benchmarks.md)

@@ -63,8 +63,15 @@ bundle: $(VENV)/.installed $(TOOLS_BIN)/opa ## signed policy bundle -> bundles/b
 	$(VPY) scripts/build_bundle.py --out $(BUNDLE_OUT) --signing-key $(BUNDLE_SIGNING_KEY) \
 	  $(if $(filter bundles/build/dev-signing-key.pem,$(BUNDLE_SIGNING_KEY)),--generate-key)
 
-bench-policy: $(VENV)/.installed $(TOOLS_BIN)/opa ## opa bench of the decision at 100/10k/100k exports+groups
-	$(VPY) bench/policy_bench.py --opa $(OPA)
+# The policy the benchmark compares against in the same run: the Rego as it
+# was before the readability rewrite (a commit of this repository).
+POLICY_BASELINE_REV ?= bc3cb2e
+POLICY_BASELINE_DIR := build/policy-baseline
+
+bench-policy: $(VENV)/.installed $(TOOLS_BIN)/opa ## opa bench at 100/10k/100k, beside the baseline policy
+	rm -rf $(POLICY_BASELINE_DIR) && mkdir -p $(POLICY_BASELINE_DIR)
+	git archive $(POLICY_BASELINE_REV) policies/wsc | tar -x -C $(POLICY_BASELINE_DIR)
+	$(VPY) bench/policy_bench.py --opa $(OPA) --baseline $(POLICY_BASELINE_DIR)/policies/wsc
 
 bench-policy-diff: $(VENV)/.installed $(TOOLS_BIN)/opa ## time `tokensvc policy diff` over 10,000 decisions
 	$(VPY) bench/policy_diff_bench.py --opa $(OPA)
