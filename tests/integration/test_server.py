@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import requests
 import yaml
 from admission_stack import (
     ROOT,
@@ -320,6 +323,46 @@ def test_sigterm_finishes_cleanly_with_exit_0(stack: Stack) -> None:
         assert server.returncode == 0
     finally:
         stack.start_server()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_no_acknowledged_job_is_lost_when_the_server_dies_mid_load(
+    stack: Stack, signum: int
+) -> None:
+    """Submits from four threads while the server is killed; every 201 is spooled after."""
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            body = job_body()
+            try:
+                resp = http(
+                    stack, "POST", "/v1/jobs", forge_token(stack, USER_A, body=body), json=body
+                )
+            except requests.RequestException:
+                continue  # the server is down: no answer, nothing acknowledged
+            if resp.status_code == 201:
+                acknowledged.append(resp.json()["job"]["id"])
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        while len(acknowledged) < 10:
+            time.sleep(0.05)  # waits for load, not for time to pass
+        stack.procs["server"].send_signal(signum)
+        stack.procs["server"].wait(30)
+        stack.start_server()
+        mark = len(acknowledged)
+        while len(acknowledged) < mark + 10:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    missing = sorted(set(acknowledged) - set(spooled(stack)))
+    assert missing == []
 
 
 def test_audit_has_one_line_per_decision_and_no_token(stack: Stack) -> None:
