@@ -368,15 +368,19 @@ class AdmissionService:
                 return self._admitted_earlier(request_id, name), False
         made = self._create(manifest, request_id, name)
         created = made is not None
-        job = made if made is not None else self.submitter.get(name)
         try:
+            # An existing pod is the same request's, made by an earlier or a
+            # concurrent attempt (which may have rolled it back since).
+            job = made if made is not None else self.submitter.get(name)
             self.submitter.records.admit(record.token_id)
             self.submitter.release(name)
-        except SubmitFailed as err:
+        except (SubmitFailed, NotFound) as err:
             # Not admitted, or not released: answered as a failure, so it must not run.
             if created:
-                self._roll_back(request_id, name, "release failed")
-            raise SubmitFailed(str(err), status=err.status, created=False) from err
+                self._roll_back(request_id, name, "release failed")  # created=None if it fails
+                raise SubmitFailed(str(err), created=False) from err
+            # Another attempt's job: left held for that attempt's retry, or the reconciler.
+            raise SubmitFailed(str(err), created=None) from err
         return job, created
 
     def _admitted_earlier(self, request_id: str, name: str) -> JobRecord:
