@@ -14,6 +14,7 @@ Stores wrap their libraries' errors at their edge: callers see
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tokensvc.cluster.consumed import RecordStore
@@ -36,6 +37,25 @@ class JobExists(Replayed):
     def __init__(self, name: str) -> None:
         self.name = name
         TokenServiceError.__init__(self, f"job {name} already exists (token already used)")
+
+
+@dataclass(frozen=True)
+class IdentityMismatch:
+    """A started job running as someone else: what its pod asked for, what the node reports.
+
+    Each side is (uid, gid, sorted supplementary groups); the node's is the
+    container status's ``user.linux``, the kernel's view the runtime read back.
+    """
+
+    name: str
+    expected: tuple[int, int, tuple[int, ...]]
+    reported: tuple[int, int, tuple[int, ...]]
+
+    def to_audit(self) -> dict[str, Any]:
+        def ids(who: tuple[int, int, tuple[int, ...]]) -> dict[str, Any]:
+            return {"uid": who[0], "gid": who[1], "groups": list(who[2])}
+
+        return {"job": self.name, "expected": ids(self.expected), "reported": ids(self.reported)}
 
 
 class Submitter(Protocol):
@@ -61,6 +81,9 @@ class Submitter(Protocol):
 
     def held(self, older_than: float) -> list[str]:
         """Names of jobs still held that were created before ``older_than`` (unix seconds)."""
+
+    def identity_mismatches(self) -> list[IdentityMismatch]:
+        """Started jobs whose node reports another uid, gid or groups than their pod asked for."""
 
     def get(self, name: str) -> JobRecord:
         """The job's record; :class:`NotFound` if there is no such job."""

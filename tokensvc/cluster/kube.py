@@ -36,7 +36,7 @@ import yaml
 
 from tokensvc.cluster.consumed import KubernetesRecords
 from tokensvc.cluster.jobs import JobRecord, is_job_name
-from tokensvc.cluster.jobstore import JobExists, record_from_manifest
+from tokensvc.cluster.jobstore import IdentityMismatch, JobExists, record_from_manifest
 from tokensvc.cluster.launcher import (
     ANNOTATION_PRIORITY,
     DEFAULT_NAMESPACE,
@@ -178,6 +178,35 @@ class KubernetesSubmitter:
             if ADMISSION_GATE in gates and created is not None and created.timestamp() < older_than:
                 names.append(pod.metadata.name)
         return sorted(names)
+
+    def identity_mismatches(self) -> list[IdentityMismatch]:
+        """Compare every started container's ``status.containerStatuses[].user.linux``.
+
+        The kubelet reports the identity the runtime actually gave the
+        container's first process (Kubernetes 1.31+). Each differing
+        container of ours is reported; a pod whose node reports nothing yet
+        (not started, or a runtime that does not report it) is not judged.
+        """
+        found = []
+        for pod in self._our_pods():
+            ctx = pod.spec.security_context
+            if ctx is None:
+                continue
+            expected = (
+                ctx.run_as_user,
+                ctx.run_as_group,
+                tuple(sorted(ctx.supplemental_groups or [])),
+            )
+            for status in (pod.status.container_statuses or []) if pod.status else []:
+                linux = status.user.linux if status.user is not None else None
+                if linux is None:
+                    continue
+                groups = tuple(sorted(linux.supplemental_groups or []))
+                reported = (linux.uid, linux.gid, groups)
+                if reported != expected:
+                    found.append(IdentityMismatch(pod.metadata.name, expected, reported))
+                    break
+        return found
 
     def _none_left(self, name: str) -> bool:
         """After an ambiguous create: delete any pod of that name. True once none is left."""

@@ -50,6 +50,11 @@ class Metrics:
             "Held jobs removed because no submit released them in time",
             registry=r,
         )
+        self.identity_mismatches = Counter(
+            "tokensvc_identity_mismatches",
+            "Started jobs deleted because the node reported another uid, gid or groups",
+            registry=r,
+        )
         # Shadow mode (tokensvc.cluster.shadow): the candidate policy beside the active one.
         self.shadow_decisions = Counter(
             "tokensvc_shadow_decisions",

@@ -436,6 +436,37 @@ class AdmissionService:
             line = {"event": "reconciled", "job": name, "reason": "held past the deadline"}
             await self.blocking(self._audit, line)
         await self.blocking(self.submitter.records.purge_expired, now)
+        await self.verify_identities()
+
+    async def verify_identities(self) -> None:
+        """Delete every started job whose node reports another identity than its pod asked for.
+
+        The pod asks for exactly the decision's uid, gid and groups; a node
+        whose runtime ignores ``supplementalGroupsPolicy: Strict`` (or adds
+        groups from the image) runs the job as someone the policy did not
+        decide. Each is deleted, audited with both identities, and counted.
+        """
+        for wrong in await self.blocking(self.submitter.identity_mismatches):
+            try:
+                await self.blocking(self.submitter.delete, wrong.name)
+            except NotFound:
+                continue
+            self.metrics.identity_mismatches.inc()
+            line = {
+                "event": "identity_mismatch",
+                "job": wrong.name,
+                "expected": {
+                    "uid": wrong.expected[0],
+                    "gid": wrong.expected[1],
+                    "groups": list(wrong.expected[2]),
+                },
+                "reported": {
+                    "uid": wrong.reported[0],
+                    "gid": wrong.reported[1],
+                    "groups": list(wrong.reported[2]),
+                },
+            }
+            await self.blocking(self._audit, line)
 
     def _roll_back(self, request_id: str, name: str, error: str) -> None:
         """In a worker thread: remove a job whose submit is answered with a failure.

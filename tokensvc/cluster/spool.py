@@ -42,7 +42,7 @@ import yaml
 
 from tokensvc.cluster.consumed import SpoolRecords
 from tokensvc.cluster.jobs import JOB_NAME_PREFIX, JobRecord, is_job_name
-from tokensvc.cluster.jobstore import JobExists, record_from_manifest
+from tokensvc.cluster.jobstore import IdentityMismatch, JobExists, record_from_manifest
 from tokensvc.cluster.launcher import ANNOTATION_PRIORITY
 from tokensvc.core.errors import NotFound, SubmitFailed
 
@@ -310,6 +310,9 @@ class SpoolSubmitter:
 
     def held(self, older_than: float) -> list[str]:
         return []
+
+    def identity_mismatches(self) -> list[IdentityMismatch]:
+        return []  # nothing here runs a job; its consumer has its own node
 
     def get(self, name: str) -> JobRecord:
         return self._record(self._path(name))
