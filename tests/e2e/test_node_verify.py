@@ -82,7 +82,7 @@ def test_a_job_the_node_runs_as_someone_else_is_deleted_and_audited(cluster: Clu
         _reported(cluster, names["Strict"])
         asyncio.run(service.verify_identities())
         assert _gone_or_going(cluster, names["Merge"])
-        assert not _gone_or_going(cluster, names["Strict"])
+        assert not _gone_or_going(cluster, names["Strict"]), lines
         (line,) = [entry for entry in lines if entry["event"] == "identity_mismatch"]
         assert line["job"] == names["Merge"]
         assert line["expected"]["groups"] == sorted({IMAGE_USER_UID, 30001})

@@ -192,16 +192,14 @@ class KubernetesSubmitter:
             ctx = pod.spec.security_context
             if ctx is None:
                 continue
-            expected = (
-                ctx.run_as_user,
-                ctx.run_as_group,
-                tuple(sorted(ctx.supplemental_groups or [])),
-            )
+            # The kernel's group list holds the primary gid too: compare with it.
+            asked = tuple(sorted({ctx.run_as_group, *(ctx.supplemental_groups or [])}))
+            expected = (ctx.run_as_user, ctx.run_as_group, asked)
             for status in (pod.status.container_statuses or []) if pod.status else []:
                 linux = status.user.linux if status.user is not None else None
                 if linux is None:
                     continue
-                groups = tuple(sorted(linux.supplemental_groups or []))
+                groups = tuple(sorted({linux.gid, *(linux.supplemental_groups or [])}))
                 reported = (linux.uid, linux.gid, groups)
                 if reported != expected:
                     found.append(IdentityMismatch(pod.metadata.name, expected, reported))
