@@ -467,6 +467,10 @@ async def _reconcile_forever(service: AdmissionService, settings: Settings) -> N
             await service.reconcile(hold_deadline=server.hold_deadline)
         except TokenServiceError as err:  # the store is down: try again next time
             await service.blocking(audit_line, {"event": "reconcile_failed", "error": str(err)})
+        except Exception as err:  # noqa: BLE001 - the loop outlives a bug in one pass
+            # The type only: a message could carry request data, which never goes to a log.
+            failed = {"event": "reconcile_failed", "error": type(err).__name__}
+            await service.blocking(audit_line, failed)
 
 
 async def _serve(server: Any, service: AdmissionService, settings: Settings) -> None:
