@@ -298,7 +298,8 @@ class AdmissionService:
         """
         claims = caller.claims
         name = job_name(claims.token_id)
-        digest = request_digest(request.to_input())
+        asked = request.to_input()  # what the token is bound to and what OPA is asked
+        digest = request_digest(asked)
         # A bound token's replays are decided by the durable record; an
         # unbound one (allowed by a setting) is also remembered in memory.
         await self._consume(
@@ -309,7 +310,7 @@ class AdmissionService:
             remember=claims.binding is None,
         )
         result, decided = await self._decide(
-            caller, "submit", request.to_input(), request_id=request_id, job=name
+            caller, "submit", asked, request_id=request_id, job=name
         )
         try:
             # The manifest dict directly (equal to pod_manifest(build_pod(...)), tested):
