@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +20,11 @@ from typing import Any
 
 import pytest
 import requests
-from support.binding import submit_binding
+from support.binding import forge_token as support_forge_token
 from support.toolpaths import tool
 
 from tokensvc.cluster.devstack import Stack, User, setpriv
-from tokensvc.core.claims import new_claims
 from tokensvc.core.keys import KeyRing
-from tokensvc.core.token import seal
 
 ROOT = Path(__file__).resolve().parents[2]
 OPA = ROOT / ".tools" / "bin" / "opa"
@@ -124,19 +121,15 @@ def forge_token(
     With ``body``, the token is bound to submitting that job request; ``host``
     is the user node it claims to be minted on.
     """
-    ring = KeyRing.load(stack.keyring)
-    claims = new_claims(
-        uid=user.uid,
-        gid=user.gid,
-        groups=user.groups,
-        user=user.name,
-        host=host,
+    return support_forge_token(
+        KeyRing.load(stack.keyring),
+        user,
         realm=realm or stack.realm,
+        host=host,
+        issued_ago=issued_ago,
         ttl=ttl,
-        now=time.time() - issued_ago,
-        binding=None if body is None else submit_binding(body),
+        body=body,
     )
-    return seal(claims, ring.active)
 
 
 def http(

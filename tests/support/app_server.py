@@ -18,24 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
-from support.binding import submit_binding
+from support.binding import forge_token
 from tokensvc.cluster.app import create_app
 from tokensvc.cluster.devstack import User
 from tokensvc.cluster.http_limits import ServerLimits, guarded_protocol
 from tokensvc.cluster.opa import OpaClient
 from tokensvc.cluster.service import AdmissionService
 from tokensvc.cluster.submitters import SpoolSubmitter, Submitter
-from tokensvc.core.claims import new_claims
 from tokensvc.core.keys import KeyRing, new_key
 from tokensvc.core.replay import MemoryReplayCache
-from tokensvc.core.token import seal
 from tokensvc.core.validate import TokenValidator
 
 REALM = "test"
@@ -81,18 +78,7 @@ class AppServer:
         body: Any = None,
     ) -> str:
         """A fresh token for ``user``, sealed with the server's key (bound to ``body`` if given)."""
-        claims = new_claims(
-            uid=user.uid,
-            gid=user.gid,
-            groups=user.groups,
-            user=user.name,
-            host="test",
-            realm=realm,
-            ttl=ttl,
-            now=time.time() - issued_ago,
-            binding=None if body is None else submit_binding(body),
-        )
-        return seal(claims, self.ring.active)
+        return forge_token(self.ring, user, realm=realm, issued_ago=issued_ago, ttl=ttl, body=body)
 
     @staticmethod
     def bearer(token: str) -> dict[str, str]:
