@@ -17,7 +17,11 @@ RUNC_VERSION        := 1.1.5
 CNI_PLUGINS_VERSION := 1.1.1
 BUSYBOX_VERSION     := 1.35.0
 
-PYTHON    ?= python3
+# Debian's Python where there is one: the tests run the CLI and the mint client
+# as other uids (setpriv), which need an interpreter every uid can execute (a
+# pyenv build under a 0700 home is not), and the server image is built from
+# the same Debian Python, so the venv's wheels fit it.
+PYTHON    ?= $(firstword $(wildcard /usr/bin/python3.11) python3)
 VENV      := $(CURDIR)/.venv
 VPY       := $(VENV)/bin/python
 TOOLS_DIR := $(CURDIR)/.tools

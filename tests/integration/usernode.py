@@ -14,11 +14,11 @@ Clients run as numeric uids with ``setpriv --reuid U --regid G --groups ...``
   bytes and reports exact replies, so a test controls every byte on the wire;
 * ``cli_as``: the real ``tokensvc`` command line of the project venv
   (``sys.executable -m tokensvc``, cwd = BASE so nothing is imported from the
-  checkout by accident). The venv's interpreter may be a symlink into a
-  directory other uids cannot read (here: pyenv under /root, mode 0700; the
-  exec still works but Python then falls back to the system stdlib), so
-  ``cli_reachable`` probes it once as uid 60001 and the tests that need it
-  skip, with the probe's error as the reason, when it fails. The raw client
+  checkout by accident). Other uids must be able to run the venv's
+  interpreter and read the checkout: the Makefile makes the venv from
+  Debian's Python for that, and ``cli_reachable`` probes it once as uid
+  60001; the tests that need it fail with the probe's error (a checkout in
+  a 0700 directory, say) rather than skip. The raw client
   needs only the stdlib and any interpreter ``other_user_python`` finds
   (the venv's, else /usr/bin/python3); that one is required, not optional.
 """
@@ -313,7 +313,11 @@ def cli_reachable() -> str:
     done = run_as(A, [sys.executable, "-m", "tokensvc", "token", "--help"])
     if done.returncode == 0:
         return ""
-    return f"uid 60001 cannot run {sys.executable} -m tokensvc: {done.stderr.strip()[-200:]}"
+    return (
+        f"uid 60001 cannot run {sys.executable} -m tokensvc: {done.stderr.strip()[-200:]}"
+        " (other uids need to execute the venv's interpreter and read the checkout:"
+        " every directory above it must be searchable by others, e.g. mode 0755)"
+    )
 
 
 def stall_as(
