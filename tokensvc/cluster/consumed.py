@@ -28,6 +28,7 @@ from typing import Any, Final, Literal, Protocol
 import urllib3
 
 from tokensvc.core.claims import is_token_id
+from tokensvc.core.durable import fsync_dir, write_all
 from tokensvc.core.errors import SubmitFailed
 
 State = Literal["pending", "admitted"]
@@ -124,21 +125,14 @@ class SpoolRecords:
         data = json.dumps(record.to_json(), sort_keys=True).encode()
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, data)
-            if self._fsync:
-                os.fsync(fd)
+            write_all(fd, data, sync=self._fsync)
         finally:
             os.close(fd)
         return temp
 
     def _sync_dir(self) -> None:
-        if not self._fsync:
-            return
-        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self._fsync:
+            fsync_dir(self.directory)
 
     def read(self, token_id: str) -> TokenRecord | None:
         try:

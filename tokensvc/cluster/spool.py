@@ -44,6 +44,7 @@ from tokensvc.cluster.consumed import SpoolRecords
 from tokensvc.cluster.jobs import JOB_NAME_PREFIX, JobRecord, is_job_name
 from tokensvc.cluster.jobstore import IdentityMismatch, JobExists, record_from_manifest
 from tokensvc.cluster.launcher import ANNOTATION_PRIORITY
+from tokensvc.core.durable import fsync_dir, write_all
 from tokensvc.core.errors import NotFound, SubmitFailed
 
 MAX_MANIFEST_BYTES: Final = 256 * 1024
@@ -170,26 +171,13 @@ class SpoolSubmitter:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self._fsync:
-                    os.fsync(fd)
+                write_all(fd, data, sync=self._fsync)
             finally:
                 os.close(fd)
             yield tmp
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-
-    def _fsync_dir(self, directory: Path) -> None:
-        if not self._fsync:
-            return
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     def _add_entry(self, record: JobRecord) -> None:
         # An empty file; O_EXCL so two repairs racing on one job both succeed.
@@ -292,7 +280,8 @@ class SpoolSubmitter:
         except OSError as err:
             raise SubmitFailed("spool directory not writable; no job was created") from err
         try:
-            self._fsync_dir(self.directory)
+            if self._fsync:
+                fsync_dir(self.directory)
             self._add_entry(record)
         except OSError as err:
             # Not confirmed: roll the manifest back, so the failure is the truth.

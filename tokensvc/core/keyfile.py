@@ -151,29 +151,9 @@ def read_secure(
     return data, st
 
 
-# --- writing ---------------------------------------------------------------------------
-
-
-def fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    os.fsync(fd)
-
-
 __all__ = [
     "file_problems",
-    "fsync_dir",
     "parent_problems",
     "read_secure",
     "refuse_or_warn",
-    "write_all",
 ]

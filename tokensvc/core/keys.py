@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal, TypedDict
 
-from tokensvc.core import keyfile
+from tokensvc.core import durable, keyfile
 from tokensvc.core.errors import KeyFileError
 
 log = logging.getLogger(__name__)
@@ -379,13 +379,13 @@ def generate_keyring(
         raise KeyFileError(f"cannot create key ring {target}: {err.strerror}") from None
     try:
         os.fchmod(fd, 0o600)  # whatever the umask
-        keyfile.write_all(fd, ring.to_bytes())
+        durable.write_all(fd, ring.to_bytes())
     except OSError as err:
         os.close(fd)
         os.unlink(target)
         raise KeyFileError(f"cannot write key ring {target}: {err.strerror}") from None
     os.close(fd)
-    keyfile.fsync_dir(os.path.dirname(os.path.abspath(target)))
+    durable.fsync_dir(os.path.dirname(os.path.abspath(target)))
     return ring
 
 
@@ -433,7 +433,7 @@ def _update_locked(
             os.fchmod(fd, 0o600)
             if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
                 os.fchown(fd, st.st_uid, st.st_gid)
-            keyfile.write_all(fd, ring.to_bytes())
+            durable.write_all(fd, ring.to_bytes())
         finally:
             os.close(fd)
         os.rename(temp, target)
@@ -441,7 +441,7 @@ def _update_locked(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise KeyFileError(f"cannot replace key ring {target}: {err.strerror}") from None
-    keyfile.fsync_dir(directory)
+    durable.fsync_dir(directory)
     return ring
 
 
