@@ -59,6 +59,7 @@ def test_launcher_role_is_pods_and_token_records_only() -> None:
             "resources": ["pods"],
             "verbs": ["create", "get", "list", "delete", "patch"],
         },
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         {
             "apiGroups": [""],
             "resources": ["configmaps"],

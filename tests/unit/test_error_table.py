@@ -54,6 +54,8 @@ def test_codes_are_stable() -> None:
         "KeyRetired": ("key_retired", 401, 15),
         "WrongRequest": ("wrong_request", 401, 16),
         "KeyExpired": ("key_expired", 401, 17),
+        "NoLogs": ("no_logs", 501, 18),
+        "NotStarted": ("not_started", 409, 19),
     }
 
 

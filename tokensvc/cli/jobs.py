@@ -1,9 +1,9 @@
-"""``tokensvc submit|jobs|cancel|priority``: parsing and printing only.
+"""``tokensvc submit|jobs|job|logs|cancel|priority``: parsing and printing only.
 
 The user-node commands mint one fresh token per request through the local
 daemon (``usernode.client.mint``), bound to that request where it has a
-digest (submit: the parsed request's ``to_input()``; cancel and priority:
-``core.digest.action_digest``), and call the server at settings
+digest (submit: the parsed request's ``to_input()``; job, logs, cancel and
+priority: ``core.digest.action_digest``), and call the server at settings
 ``server_url`` (``$TOKENSVC_SERVER_URL`` or ``--server``). A refusal prints
 every reason, one per line, and exits with the code of the server's error
 (the table in core.errors; docs/api.md).
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 from tokensvc.cli.common import non_negative, positive, print_reasons
@@ -52,10 +53,29 @@ def _print_invalid(err: InvalidRequest) -> int:
 
 
 def _job_line(job: dict[str, Any]) -> str:
+    exit_code = job.get("exit_code")
     return (
         f"{job.get('id', '?'):<40} {job.get('owner_uid', '?')!s:>8} "
-        f"{job.get('project', '?'):<20} {job.get('priority')!s:>8}  {job.get('phase', '?')}"
-    )
+        f"{job.get('project', '?'):<20} {job.get('priority')!s:>8}  {job.get('phase', '?'):<10}"
+        f" {'-' if exit_code is None else exit_code!s:>4}"
+    ).rstrip()
+
+
+# What `tokensvc job` prints, in this order: (field of the job, label).
+_JOB_FIELDS = (
+    ("id", "job"),
+    ("owner_uid", "owner uid"),
+    ("project", "project"),
+    ("priority", "priority"),
+    ("phase", "phase"),
+    ("exit_code", "exit code"),
+    ("reason", "reason"),
+    ("created", "created"),
+    ("started", "started"),
+    ("finished", "finished"),
+    ("token_id", "token id"),
+    ("decision_id", "decision"),
+)
 
 
 def _emit(doc: Any, output: str) -> None:
@@ -116,9 +136,41 @@ def _cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
     if args.output != "text":
         _emit(jobs, args.output)
         return 0
-    print(f"{'ID':<40} {'OWNER':>8} {'PROJECT':<20} {'PRIORITY':>8}  PHASE")
+    print(f"{'ID':<40} {'OWNER':>8} {'PROJECT':<20} {'PRIORITY':>8}  {'PHASE':<10} {'EXIT':>4}")
     for job in jobs:
         print(_job_line(job))
+    return 0
+
+
+def _cmd_job(args: argparse.Namespace, settings: Settings) -> int:
+    from tokensvc.core.digest import action_digest  # noqa: PLC0415
+
+    try:
+        with _client(settings, bind=action_digest("get", args.job_id)) as client:
+            done = client.get(args.job_id)
+    except PolicyDenied as err:
+        return _print_denial(err)
+    job = done.get("job", {})
+    if args.output != "text":
+        _emit(job, args.output)
+        return 0
+    for key, label in _JOB_FIELDS:
+        value = job.get(key)
+        print(f"{label + ':':<12} {'-' if value is None or value == '' else value}")
+    return 0
+
+
+def _cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
+    from tokensvc.core.digest import action_digest  # noqa: PLC0415
+
+    out = sys.stdout.buffer
+    try:
+        with _client(settings, bind=action_digest("logs", args.job_id)) as client:
+            for chunk in client.logs(args.job_id, follow=args.follow):
+                out.write(chunk)
+                out.flush()  # each chunk as it arrives: the job's lines, as they are printed
+    except PolicyDenied as err:
+        return _print_denial(err)
     return 0
 
 
@@ -154,7 +206,7 @@ def _output_option(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    """The user-node job client: ``submit``, ``jobs``, ``cancel``, ``priority``."""
+    """The user-node job client: submit, jobs, job, logs, cancel, priority."""
 
     def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         cp: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
@@ -182,6 +234,21 @@ def add_commands(sub: Any) -> None:
     p = client_parser("jobs", "list the jobs you may see")
     _output_option(p)
     p.set_defaults(func=_cmd_jobs)
+
+    p = client_parser("job", "show one job in full: phase, exit code, times, decision")
+    p.add_argument("job_id", metavar="ID")
+    _output_option(p)
+    p.set_defaults(func=_cmd_job)
+
+    p = client_parser("logs", "print a job's output (what its command wrote)")
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing as the job writes, until its container ends",
+    )
+    p.set_defaults(func=_cmd_logs)
 
     p = client_parser("cancel", "cancel a job")
     p.add_argument("job_id", metavar="ID")

@@ -66,7 +66,7 @@ def _input_from_args(args: argparse.Namespace) -> dict[str, Any]:
         }
         if args.priority is not None:
             request["priority"] = args.priority
-    elif args.action in ("get", "cancel", "set_priority"):
+    elif args.action in ("get", "cancel", "set_priority", "logs"):
         request = {"job": {"owner_uid": args.job_owner, "project": args.project}}
         if args.action == "set_priority":
             request["priority"] = args.priority
@@ -209,7 +209,9 @@ def add_commands(sub: Any) -> None:
     e.add_argument("--gid", type=non_negative, help="the caller's primary gid")
     e.add_argument("--groups", type=_gids, metavar="G,G", help="supplementary gids")
     e.add_argument(
-        "--action", choices=("submit", "list", "get", "cancel", "set_priority"), help="the action"
+        "--action",
+        choices=("submit", "list", "get", "cancel", "set_priority", "logs"),
+        help="the action",
     )
     e.add_argument("--project", metavar="GROUP", help="project group (submit; the job's project)")
     e.add_argument("--image", default="trainer:1", help="image (submit)")

@@ -8,11 +8,14 @@ the service's bounded thread pool.
 Status codes: 201/200 success; 400 unreadable body; 401 token (a generic body
 for anything before authentication, the reason after it); 403 policy denial
 with every reason; 404 no such job (or no such path); 405 method not allowed;
-409 the submit token was used before; 413 body too large; 415 a body that is
-not ``application/json``; 422 schema violations, each listed; 431 request head
-too large; 503 OPA or the submitter could not give an answer, or the server is
-at its limit of requests in flight (fail closed: nothing was created). Every
-error body carries ``code`` and ``error`` from :mod:`tokensvc.core.errors`.
+409 the submit token was used before, or (logs) the job has not started yet;
+413 body too large; 415 a body that is not ``application/json``; 422 schema
+violations, each listed; 431 request head too large; 501 (logs) the job
+store keeps no output; 503 OPA or the submitter could not give an answer, or
+the server is at its limit of requests in flight (fail closed: nothing was
+created). Every error body carries ``code`` and ``error`` from
+:mod:`tokensvc.core.errors`. A job's output (``GET /v1/jobs/{id}/logs``) is
+the one answer that is not JSON: ``text/plain``, streamed as it is read.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tokensvc.cluster.audit import audit_line, configure_audit_log
@@ -46,7 +49,7 @@ from tokensvc.cluster.jobs import (
 )
 from tokensvc.cluster.opa import ACTIONS, OpaClient
 from tokensvc.cluster.openapi import OPENAPI
-from tokensvc.cluster.service import Acted, AdmissionService, Caller, Submitted
+from tokensvc.cluster.service import Acted, AdmissionService, Caller, JobOutput, Submitted
 from tokensvc.cluster.submitters import submitter_from_settings
 from tokensvc.core.config import Settings
 from tokensvc.core.errors import (
@@ -69,6 +72,7 @@ log = logging.getLogger("tokensvc.cluster.app")
 
 MAX_TOKEN_CHARS: Final = 8192  # a token is a few hundred characters
 REQUEST_ID_HEADER: Final = "X-Request-Id"
+DECISION_ID_HEADER: Final = "X-Decision-Id"  # a streamed answer's decision (no JSON body)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 # A job API handler: the request and its request id in, the answer out.
@@ -289,6 +293,13 @@ class JobApi:
         claims = await self._caller(request, request_id)
         return await self.service.cancel(claims, name, request_id=request_id, answer=_cancelled)
 
+    async def logs(self, request: Request, request_id: str) -> Response:
+        name = _job_name(request.path_params["job_id"])
+        follow = _follow(request)
+        claims = await self._caller(request, request_id)
+        output = await self.service.logs(claims, name, follow=follow, request_id=request_id)
+        return _OutputResponse(output)
+
     async def set_priority(self, request: Request, request_id: str) -> Response:
         name = _job_name(request.path_params["job_id"])
         body = await self._body(request)
@@ -304,6 +315,43 @@ def _created(done: Submitted) -> Response:
     payload = {"job": done.job.to_json(), "decision_id": done.decision_id, "pod": done.pod}
     status = 200 if done.existing else 201
     return JSONResponse(payload, status, headers={"Location": f"/v1/jobs/{done.job.name}"})
+
+
+def _follow(request: Request) -> bool:
+    """The ``follow`` query parameter: ``true`` or ``false`` (the default); no other parameter."""
+    params = request.query_params
+    unknown = sorted(set(params) - {"follow"})
+    if unknown:
+        raise InvalidRequest([f"unknown query parameter {unknown[0]!r}"])
+    value = params.getlist("follow")
+    if value not in ([], ["true"], ["false"]):
+        raise InvalidRequest(["follow must be true or false"])
+    return value == ["true"]
+
+
+class _OutputResponse(StreamingResponse):
+    """A job's output, sent chunk by chunk as it is read; the stream is closed whatever happens.
+
+    Starlette ends the sending when the client disconnects; :meth:`__call__`
+    then closes the output, which frees the worker thread reading it. When
+    the output breaks off (the store's stream fails), the error ends the
+    response without its final chunk, so the client sees it incomplete.
+    """
+
+    def __init__(self, output: JobOutput) -> None:
+        headers = {
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            DECISION_ID_HEADER: output.decision_id or "",
+        }
+        super().__init__(output.chunks(), media_type="text/plain", headers=headers)
+        self.output = output
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.output.close()
 
 
 def _job_answer(done: Acted) -> Response:
@@ -368,6 +416,7 @@ def create_app(
             DELETE=api.endpoint("cancel", api.cancel),
         ),
         _route("/v1/jobs/{job_id}/priority", PUT=api.endpoint("set_priority", api.set_priority)),
+        _route("/v1/jobs/{job_id}/logs", GET=api.endpoint("logs", api.logs)),
         *_operations(service),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})

@@ -1,4 +1,4 @@
-"""User-node client for the cluster management API (``tokensvc submit/jobs/cancel/priority``).
+"""User-node client for the cluster management API (``tokensvc submit, jobs, job, logs, ...``).
 
 Every call mints a fresh token from the local daemon (one token, one request:
 the server remembers token ids) and maps the server's answer back onto the
@@ -10,10 +10,12 @@ its code, and an unreachable server are ServerUnavailable (8).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import requests
+import urllib3
 
 from tokensvc.cluster.jobs import JobRequest, is_job_name
 from tokensvc.core.errors import (
@@ -100,6 +102,45 @@ class JobClient:
 
     def set_priority(self, job_id: str, priority: int) -> dict[str, Any]:
         return self._call("PUT", f"/v1/jobs/{_checked(job_id)}/priority", {"priority": priority})
+
+    def logs(self, job_id: str, *, follow: bool = False) -> Iterator[bytes]:
+        """The job's output, chunk by chunk as the server sends it.
+
+        Followed, the stream waits for the job's next output without a read
+        deadline and ends when the job's container ends. An answer that
+        breaks off before its end is :class:`ServerUnavailable`.
+        """
+        path = f"/v1/jobs/{_checked(job_id)}/logs?follow={'true' if follow else 'false'}"
+        token = self._token()
+        try:
+            resp = self._session.get(
+                self.url + path,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=(self.timeout, None) if follow else self.timeout,
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.RequestException as err:
+            raise ServerUnavailable(f"cannot reach the server at {self.url}") from err
+        with resp:
+            if resp.status_code != 200:
+                _raise_for(resp.status_code, _error_doc(resp))
+            try:
+                yield from resp.iter_content(chunk_size=None)
+            except requests.RequestException as err:
+                raise ServerUnavailable("the job's output broke off before its end") from err
+
+
+def _error_doc(resp: requests.Response) -> dict[str, Any]:
+    """A streamed error answer's JSON body (at most MAX_REPLY_BYTES); ServerUnavailable if none."""
+    try:
+        raw = resp.raw.read(MAX_REPLY_BYTES + 1, decode_content=True)
+        doc = json.loads(raw) if len(raw) <= MAX_REPLY_BYTES else None
+    except (requests.RequestException, OSError, ValueError, urllib3.exceptions.HTTPError):
+        doc = None
+    if not isinstance(doc, dict):
+        raise ServerUnavailable(f"server answered HTTP {resp.status_code} without JSON")
+    return doc
 
 
 def _checked(job_id: str) -> str:

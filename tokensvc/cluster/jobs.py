@@ -333,7 +333,19 @@ def job_name(token_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class JobRecord:
-    """A job as recorded on its stored pod; the source of truth for owner and project."""
+    """A job as recorded on its stored pod; the source of truth for owner and project.
+
+    Owner, project, priority, token and decision come from the pod's labels
+    and annotations (the launcher wrote them). The rest is what the job's
+    store reports about its run, read from the pod's status as the kubelet
+    wrote it: ``phase`` (Pending, Running, Succeeded, Failed, Unknown); for
+    the job container, ``started`` and ``finished`` (RFC 3339 times),
+    ``exit_code`` once it has terminated, and ``reason`` -- the container's
+    (``ContainerCreating``, ``Completed``, ``Error``, ``OOMKilled``, ...) or,
+    before it exists, the pod's (``SchedulingGated`` while the job is held
+    for admission, ``Unschedulable``). A store that runs nothing (the
+    spool) reports every job as Pending with none of these.
+    """
 
     name: str
     owner_uid: int
@@ -343,6 +355,15 @@ class JobRecord:
     decision_id: str | None
     phase: str
     created: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    started: str | None = None
+    finished: str | None = None
+
+    @property
+    def has_run(self) -> bool:
+        """True once the job's container has started: from then on it has output."""
+        return self.started is not None or self.exit_code is not None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -353,7 +374,11 @@ class JobRecord:
             "token_id": self.token_id,
             "decision_id": self.decision_id,
             "phase": self.phase,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
             "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
         }
 
     def to_input(self) -> dict[str, Any]:

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tokensvc.cluster.consumed import RecordStore
+from tokensvc.cluster.joblogs import LogStream
 from tokensvc.cluster.jobs import JobRecord, is_job_name
+from tokensvc.cluster.jobstatus import job_run
 from tokensvc.cluster.launcher import (
     ANNOTATION_DECISION_ID,
     ANNOTATION_PRIORITY,
@@ -116,6 +118,15 @@ def record_from_manifest(manifest: dict[str, Any]) -> JobRecord:
     if not isinstance(name, str) or not is_job_name(name):
         raise ValueError("not a tokensvc job name")
     if labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
+    def logs(self, job: JobRecord, *, follow: bool, limit_bytes: int) -> LogStream:
+        """The output of ``job`` (a record :meth:`get` just read), at most ``limit_bytes``.
+
+        ``follow``: the stream goes on as the job writes and ends when its
+        container ends. :class:`~tokensvc.core.errors.NotStarted` while the
+        job's container has not started, :class:`~tokensvc.core.errors.NoLogs`
+        from a store that keeps no output, ``NotFound`` once the job is gone.
+        """
+
         raise ValueError("pod not managed by tokensvc")
     owner = labels.get(LABEL_OWNER_UID, "")
     project = labels.get(LABEL_PROJECT)
@@ -131,7 +142,6 @@ def record_from_manifest(manifest: dict[str, Any]) -> JobRecord:
         else None
     )
     decision_id = annotations.get(ANNOTATION_DECISION_ID)
-    status = manifest.get("status") or {}
     created = meta.get("creationTimestamp")
     return JobRecord(
         name=name,
@@ -140,9 +150,14 @@ def record_from_manifest(manifest: dict[str, Any]) -> JobRecord:
         priority=priority,
         token_id=token_id,
         decision_id=decision_id if isinstance(decision_id, str) else None,
-        phase=str(status.get("phase") or "Pending"),
+        phase=run.phase,
         created=str(created) if created is not None else None,
     )
 
 
 __all__ = ["JobExists", "Submitter", "record_from_manifest"]
+    run = job_run(manifest)
+        exit_code=run.exit_code,
+        reason=run.reason,
+        started=run.started,
+        finished=run.finished,

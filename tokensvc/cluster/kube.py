@@ -15,6 +15,9 @@ create         create; after an ambiguous failure,  2 x timeout
 get, list      one read                             1 x timeout
 delete         read (ours?), delete                 2 x timeout
 set_priority   read (ours?), patch                  2 x timeout
+logs           one streamed read                    timeout to connect
+                                                    and per read; when
+                                                    followed, to connect
 =============  ==================================  =============
 
 A failed create says what may exist (``SubmitFailed.created``): False when
@@ -39,16 +42,18 @@ from tokensvc.cluster.jobs import JobRecord, is_job_name
 from tokensvc.cluster.jobstore import IdentityMismatch, JobExists, record_from_manifest
 from tokensvc.cluster.launcher import (
     ANNOTATION_PRIORITY,
+from tokensvc.cluster.joblogs import HTTPLogStream, LogStream
     DEFAULT_NAMESPACE,
     LABEL_MANAGED_BY,
     MANAGED_BY,
 )
-from tokensvc.core.errors import NotFound, SubmitFailed
+from tokensvc.core.errors import NotFound, NotStarted, SubmitFailed
 
 DEFAULT_TIMEOUT: Final = 5.0  # seconds per API call
 # The scheduling gate every job pod is created with; the scheduler ignores the
 # pod until it is removed (release), which happens only once the submit's
 # consumed-token record says the job was admitted.
+    CONTAINER_NAME,
 ADMISSION_GATE: Final = "tokensvc.io/admitted"
 
 
@@ -99,7 +104,8 @@ class KubernetesSubmitter:
         acted on.
         """
         try:
-            return fn(*args, _request_timeout=self.timeout, **kwargs)
+            kwargs.setdefault("_request_timeout", self.timeout)
+            return fn(*args, **kwargs)
         except self._k8s.ApiException as err:
             status: int | None = err.status or None  # 0: TLS failure inside the client
             if status == 404:
@@ -249,3 +255,34 @@ class KubernetesSubmitter:
 
 
 __all__ = ["ADMISSION_GATE", "DEFAULT_TIMEOUT", "KubernetesSubmitter"]
+    def logs(self, job: JobRecord, *, follow: bool, limit_bytes: int) -> LogStream:
+        """The job container's output through the API server (which asks the node's kubelet).
+
+        Not followed: ``timeout`` bounds connecting and each read. Followed:
+        ``timeout`` bounds connecting; reads wait for the job's next output,
+        and the stream ends when its container ends, after ``limit_bytes``,
+        or when the server shuts it down (:class:`HTTPLogStream`).
+        """
+        if not job.has_run:
+            raise NotStarted(f"job {job.name} has not started yet ({job.reason or job.phase})")
+        try:
+            response = self._call(
+                "logs",
+                job.name,
+                self._api.read_namespaced_pod_log,
+                job.name,
+                self.namespace,
+                container=CONTAINER_NAME,
+                follow=follow,
+                limit_bytes=limit_bytes,
+                _preload_content=False,
+                _request_timeout=(self.timeout, None) if follow else self.timeout,
+            )
+        except SubmitFailed as err:
+            # The API server answers 400 for a container that has no output
+            # yet (waiting to start, or its pod has no node).
+            if err.status == 400:
+                raise NotStarted(f"job {job.name} has not started yet") from err
+            raise
+        return HTTPLogStream(response, limit_bytes=limit_bytes)
+

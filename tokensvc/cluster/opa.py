@@ -42,8 +42,10 @@ _DECISION_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # A bundle revision is the committer's choice (a git commit here); it is logged, so bounded.
 _REVISION_MAX: Final = 256
 
-Action = Literal["submit", "get", "list", "cancel", "set_priority"]
-ACTIONS: Final[frozenset[str]] = frozenset({"submit", "get", "list", "cancel", "set_priority"})
+Action = Literal["submit", "get", "list", "cancel", "set_priority", "logs"]
+ACTIONS: Final[frozenset[str]] = frozenset(
+    {"submit", "get", "list", "cancel", "set_priority", "logs"}
+)
 Privilege = Literal["viewer", "member", "admin"]
 _PRIVILEGES: Final[frozenset[str]] = frozenset({"viewer", "member", "admin"})
 

@@ -18,13 +18,14 @@ import dataclasses
 import functools
 import hmac
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 from tokensvc.cluster.audit import audit_line, loggable_input
 from tokensvc.cluster.consumed import TokenRecord
+from tokensvc.cluster.joblogs import MAX_LOG_BYTES, LogStream
 from tokensvc.cluster.jobs import JobRecord, JobRequest, job_name
 from tokensvc.cluster.jobstore import JobExists
 from tokensvc.cluster.launcher import LaunchRefused, build_manifest
@@ -40,6 +41,7 @@ from tokensvc.core.errors import (
     PolicyDenied,
     PolicyUnavailable,
     Replayed,
+    ServerBusy,
     TokenRejected,
     TokenServiceError,
 )
@@ -81,6 +83,43 @@ class Caller:
     def identity(self) -> dict[str, Any]:
         """The ``identity`` of the OPA input: the claims, and the key (revocations by key)."""
         return {**self.claims.to_identity(), "key_id": self.key_id}
+
+
+class JobOutput:
+    """A job's output being read: :meth:`chunks` as they arrive, then :meth:`close` (always).
+
+    Every read runs in the service's thread pool; :meth:`close` makes a read
+    blocked there return at once, so a client that goes away frees its
+    thread.
+    """
+
+    def __init__(
+        self, job: JobRecord, decision_id: str | None, stream: LogStream, service: AdmissionService
+    ) -> None:
+        self.job = job
+        self.decision_id = decision_id
+        self._stream = stream
+        self._service: AdmissionService | None = service
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Each chunk of output as it arrives; ends when the output ends."""
+        service = self._service
+        while service is not None:
+            chunk = await service.blocking(self._stream.read)
+            if not chunk:
+                return
+            yield chunk
+
+    async def close(self) -> None:
+        """Stop reading and release the stream (idempotent)."""
+        service, self._service = self._service, None
+        if service is None:
+            return
+        self._stream.shutdown()
+        try:
+            await service.blocking(self._stream.close)
+        finally:
+            service._log_stream_closed()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +174,10 @@ class AdmissionService:
         self.allow_unbound_actions = allow_unbound_actions
         # At most ``threads`` blocking calls at once; more wait in the executor's queue.
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokensvc")
+        # A job's output holds a worker thread for as long as it is read: at
+        # most a quarter of them, so the other actions always find threads.
+        self.max_log_streams = max(1, threads // 4)
+        self._log_streams = 0
         # A candidate policy asked beside every decision; never on the request path.
         self.shadow = (
             None
@@ -551,6 +594,35 @@ class AdmissionService:
         decided_priority = result.decision.priority
         new = priority if decided_priority is None else decided_priority
         answered = answer(
+    async def logs(self, caller: Caller, name: str, *, follow: bool, request_id: str) -> JobOutput:
+        """The job's output, once the policy allows ``logs`` on it (the rights of ``get``).
+
+        :class:`ServerBusy` when ``max_log_streams`` outputs are being read
+        already; the store's :class:`NotStarted`, :class:`NoLogs` or
+        ``NotFound`` otherwise. The caller must :meth:`JobOutput.close` it.
+        """
+        if self._log_streams >= self.max_log_streams:
+            raise ServerBusy(f"{self.max_log_streams} job outputs are being read; try again")
+        self._log_streams += 1  # on the loop: no other request runs between check and count
+        try:
+            job, result, decided = await self._job_action(
+                caller, "logs", name, request_id=request_id
+            )
+            stream = await self.blocking(
+                self._audited,
+                decided,
+                functools.partial(
+                    self.submitter.logs, job, follow=follow, limit_bytes=MAX_LOG_BYTES
+                ),
+            )
+        except BaseException:
+            self._log_streams -= 1
+            raise
+        return JobOutput(job, result.decision_id, stream, self)
+
+    def _log_stream_closed(self) -> None:
+        self._log_streams -= 1
+
             Acted(job=dataclasses.replace(job, priority=new), decision_id=result.decision_id)
         )
         await self.blocking(self._audited, decided, self.submitter.set_priority, name, new)
@@ -574,6 +646,7 @@ class AdmissionService:
         )
         return Listed(jobs=jobs, decision_id=result.decision_id)
 
+    "JobOutput",
 
 __all__ = [
     "Acted",

@@ -186,6 +186,22 @@ class NotFound(TokenServiceError):
     code = "not_found"
 
 
+class NoLogs(TokenServiceError):
+    """This job store keeps no job output (the spool submitter runs nothing)."""
+
+    exit_code = 18
+    http_status = 501
+    code = "no_logs"
+
+
+class NotStarted(TokenServiceError):
+    """The job's container has not started yet, so it has no output to show."""
+
+    exit_code = 19
+    http_status = 409
+    code = "not_started"
+
+
 # --- tokens ------------------------------------------------------------------------------
 
 
@@ -299,7 +315,9 @@ __all__ = [
     "MalformedBody",
     "MethodNotAllowed",
     "MintRefused",
+    "NoLogs",
     "NotFound",
+    "NotStarted",
     "NotYetValid",
     "PolicyDenied",
     "PolicyUnavailable",

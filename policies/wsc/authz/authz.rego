@@ -2,7 +2,7 @@
 # title: Authorization decision
 # description: |
 #   data.wsc.authz.decision answers every action the cluster server asks
-#   about (submit, get, list, cancel, set_priority). Identity comes from the
+#   about (submit, get, logs, list, cancel, set_priority). Identity comes from the
 #   token only; the target job's owner and project come from the stored pod.
 #   The denials decide: allow holds exactly when the action has a positive
 #   rule (_permitted) and no message in deny applies. Every denial is
@@ -15,7 +15,7 @@ import data.wsc.privilege
 
 # METADATA
 # description: The actions this policy knows; anything else is denied.
-actions := {"submit", "get", "list", "cancel", "set_priority"}
+actions := {"submit", "get", "logs", "list", "cancel", "set_priority"}
 
 # METADATA
 # description: Most mounts one job may request.

@@ -14,7 +14,7 @@ import data.wsc.privilege
 #   whether the action is known and a positive rule permits it; identity
 #   whether the token's ids may act at all; memberships which group entry
 #   gave which level (a per-user entry or the group's default) and what it
-#   allows there; project (submit) and job (get, cancel, set_priority) what
+#   allows there; project (submit) and job (get, logs, cancel, set_priority) what
 #   decided the action; mounts, for each requested mount, the export and the
 #   rule (the longest matching prefix) that decided it and how it was
 #   granted or why refused; limits every limit checked, its value and
@@ -126,7 +126,12 @@ _explain_job := {
 }
 
 # The level right another user's job needs, by action.
-_right_needed := {"get": "view_others", "cancel": "act_on_others", "set_priority": "act_on_others"}
+_right_needed := {
+	"get": "view_others",
+	"logs": "view_others",
+	"cancel": "act_on_others",
+	"set_priority": "act_on_others",
+}
 
 default _own_job_flag := false
 

@@ -1,15 +1,19 @@
-# Job actions: get, cancel and set_priority on a stored job. The job's owner
-# uid and project come from the stored pod, never from the caller. Your own
-# job is always yours; another user's job needs a level in that job's project
-# that allows it (view_others to see it, act_on_others - admin - to act on it).
+# Job actions: get, logs, cancel and set_priority on a stored job. The job's
+# owner uid and project come from the stored pod, never from the caller. Your
+# own job is always yours; another user's job needs a level in that job's
+# project that allows it (view_others to see it and read its output,
+# act_on_others - admin - to act on it).
 package wsc.authz
 
 import data.wsc.privilege
 
-_job_actions := {"get", "cancel", "set_priority"}
+_job_actions := {"get", "logs", "cancel", "set_priority"}
+
+# Seeing a job and reading its output need the same right.
+_viewing_actions := {"get", "logs"}
 
 _permitted if {
-	input.action == "get"
+	input.action in _viewing_actions
 	_may_see_job
 }
 
@@ -18,7 +22,7 @@ _permitted if {
 	_may_act_on_job
 }
 
-_outputs := {} if input.action in {"get", "cancel"}
+_outputs := {} if input.action in {"get", "logs", "cancel"}
 
 _outputs := {"priority": _priority} if input.action == "set_priority"
 
@@ -67,7 +71,7 @@ _job_denials contains "job of another user in a project you are not a member of"
 }
 
 _job_denials contains msg if {
-	input.action == "get"
+	input.action in _viewing_actions
 	not _may_see_job
 	msg := sprintf(
 		"job of uid %v in project %q: level %q may not see other members' jobs",

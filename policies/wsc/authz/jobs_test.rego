@@ -1,7 +1,7 @@
 package wsc.authz_test
 
 # METADATA
-# description: "Job actions (get, cancel, set_priority), identity checks and unknown actions."
+# description: "Job actions (get, logs, cancel, set_priority), identity checks and unknown actions."
 job_cases := {
 	# --- job actions -----------------------------------------------------------------
 	"A cannot act as B: bob cannot cancel alice's job": {
@@ -39,6 +39,31 @@ job_cases := {
 	"outsiders cannot see a job": {
 		"input": job_action(dave, "get", 1001, "ml-team"),
 		"reasons": ["job of another user in a project you are not a member of"],
+	},
+	"the owner reads their job's output": {
+		"input": job_action(bob, "logs", 1002, "ml-team"),
+		"allow": true,
+		"expect": {"privileges": {"ml-team": "member"}},
+	},
+	"an owner who left the project still reads their job's output": {
+		"input": job_action(bob, "logs", 1002, "vision"),
+		"allow": true,
+	},
+	"a viewer reads the output of another member's job": {
+		"input": job_action(carol, "logs", 1004, "vision"),
+		"allow": true,
+	},
+	"a level without view_others cannot read others' output": {
+		"input": job_action(dave, "logs", 1001, "guests"),
+		"reasons": [`job of uid 1001 in project "guests": level "guest" may not see other members' jobs`],
+	},
+	"outsiders cannot read a job's output": {
+		"input": job_action(dave, "logs", 1001, "ml-team"),
+		"reasons": ["job of another user in a project you are not a member of"],
+	},
+	"reading output needs the job's owner and project": {
+		"input": {"identity": bob, "action": "logs", "request": {"job": {"project": "ml-team"}}},
+		"reasons": ["request.job: needs owner_uid (integer) and project (string)"],
 	},
 	"a job needs its owner and project": {
 		"input": {"identity": bob, "action": "get", "request": {"job": {"owner_uid": "1002"}}},
@@ -115,10 +140,10 @@ job_cases := {
 	},
 	"unknown actions are denied": {
 		"input": {"identity": bob, "action": "delete"},
-		"reasons": ["action delete: not one of cancel, get, list, set_priority, submit"],
+		"reasons": ["action delete: not one of cancel, get, list, logs, set_priority, submit"],
 	},
 	"a missing action is denied": {
 		"input": {"identity": bob},
-		"reasons": ["action null: not one of cancel, get, list, set_priority, submit"],
+		"reasons": ["action null: not one of cancel, get, list, logs, set_priority, submit"],
 	},
 }
