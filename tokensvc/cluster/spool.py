@@ -41,11 +41,12 @@ from urllib.parse import quote, unquote
 import yaml
 
 from tokensvc.cluster.consumed import SpoolRecords
+from tokensvc.cluster.joblogs import LogStream
 from tokensvc.cluster.jobs import JOB_NAME_PREFIX, JobRecord, is_job_name
 from tokensvc.cluster.jobstore import IdentityMismatch, JobExists, record_from_manifest
 from tokensvc.cluster.launcher import ANNOTATION_PRIORITY
 from tokensvc.core.durable import fsync_dir, write_all
-from tokensvc.core.errors import NotFound, SubmitFailed
+from tokensvc.core.errors import NoLogs, NotFound, SubmitFailed
 
 MAX_MANIFEST_BYTES: Final = 256 * 1024
 INDEX_DIR: Final = "index"
@@ -136,7 +137,10 @@ class SpoolSubmitter:
 
     Nothing runs a spooled job but its consumer, which sees it only once it
     is linked into place: a spooled job is never held, so :meth:`release`
-    only checks that it exists. Consumed submit tokens are recorded in
+    only checks that it exists. Nor does anything report back: every
+    spooled job's record says phase ``Pending``, with no exit code, reason
+    or times, for as long as its manifest is there, and :meth:`logs` answers
+    :class:`NoLogs`. Consumed submit tokens are recorded in
     ``consumed/`` beside the manifests (:class:`SpoolRecords`).
     """
 
@@ -305,6 +309,10 @@ class SpoolSubmitter:
 
     def get(self, name: str) -> JobRecord:
         return self._record(self._path(name))
+
+    def logs(self, job: JobRecord, *, follow: bool, limit_bytes: int) -> LogStream:
+        """Always :class:`NoLogs`: the spool keeps manifests, and nothing here runs them."""
+        raise NoLogs(f"job {job.name}: the spool job store keeps no job output")
 
     def manifest(self, name: str) -> dict[str, Any]:
         """The stored pod manifest (for the demo and tests)."""
