@@ -90,6 +90,15 @@ class Submitter(Protocol):
     def get(self, name: str) -> JobRecord:
         """The job's record; :class:`NotFound` if there is no such job."""
 
+    def logs(self, job: JobRecord, *, follow: bool, limit_bytes: int) -> LogStream:
+        """The output of ``job`` (a record :meth:`get` just read), at most ``limit_bytes``.
+
+        ``follow``: the stream goes on as the job writes and ends when its
+        container ends. :class:`~tokensvc.core.errors.NotStarted` while the
+        job's container has not started, :class:`~tokensvc.core.errors.NoLogs`
+        from a store that keeps no output, ``NotFound`` once the job is gone.
+        """
+
     def list(
         self, *, owner_uid: int | None = None, projects: Collection[str] | None = None
     ) -> list[JobRecord]:
@@ -118,15 +127,6 @@ def record_from_manifest(manifest: dict[str, Any]) -> JobRecord:
     if not isinstance(name, str) or not is_job_name(name):
         raise ValueError("not a tokensvc job name")
     if labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
-    def logs(self, job: JobRecord, *, follow: bool, limit_bytes: int) -> LogStream:
-        """The output of ``job`` (a record :meth:`get` just read), at most ``limit_bytes``.
-
-        ``follow``: the stream goes on as the job writes and ends when its
-        container ends. :class:`~tokensvc.core.errors.NotStarted` while the
-        job's container has not started, :class:`~tokensvc.core.errors.NoLogs`
-        from a store that keeps no output, ``NotFound`` once the job is gone.
-        """
-
         raise ValueError("pod not managed by tokensvc")
     owner = labels.get(LABEL_OWNER_UID, "")
     project = labels.get(LABEL_PROJECT)
@@ -143,6 +143,7 @@ def record_from_manifest(manifest: dict[str, Any]) -> JobRecord:
     )
     decision_id = annotations.get(ANNOTATION_DECISION_ID)
     created = meta.get("creationTimestamp")
+    run = job_run(manifest)
     return JobRecord(
         name=name,
         owner_uid=int(owner),
@@ -152,12 +153,11 @@ def record_from_manifest(manifest: dict[str, Any]) -> JobRecord:
         decision_id=decision_id if isinstance(decision_id, str) else None,
         phase=run.phase,
         created=str(created) if created is not None else None,
-    )
-
-
-__all__ = ["JobExists", "Submitter", "record_from_manifest"]
-    run = job_run(manifest)
         exit_code=run.exit_code,
         reason=run.reason,
         started=run.started,
         finished=run.finished,
+    )
+
+
+__all__ = ["JobExists", "Submitter", "record_from_manifest"]

@@ -38,11 +38,12 @@ import urllib3
 import yaml
 
 from tokensvc.cluster.consumed import KubernetesRecords
+from tokensvc.cluster.joblogs import HTTPLogStream, LogStream
 from tokensvc.cluster.jobs import JobRecord, is_job_name
 from tokensvc.cluster.jobstore import IdentityMismatch, JobExists, record_from_manifest
 from tokensvc.cluster.launcher import (
     ANNOTATION_PRIORITY,
-from tokensvc.cluster.joblogs import HTTPLogStream, LogStream
+    CONTAINER_NAME,
     DEFAULT_NAMESPACE,
     LABEL_MANAGED_BY,
     MANAGED_BY,
@@ -53,7 +54,6 @@ DEFAULT_TIMEOUT: Final = 5.0  # seconds per API call
 # The scheduling gate every job pod is created with; the scheduler ignores the
 # pod until it is removed (release), which happens only once the submit's
 # consumed-token record says the job was admitted.
-    CONTAINER_NAME,
 ADMISSION_GATE: Final = "tokensvc.io/admitted"
 
 
@@ -228,33 +228,6 @@ class KubernetesSubmitter:
         pod = self._call("get", name, self._api.read_namespaced_pod, name, self.namespace)
         return self._to_record(pod, name)
 
-    def list(
-        self, *, owner_uid: int | None = None, projects: Collection[str] | None = None
-    ) -> list[JobRecord]:
-        records = []
-        for pod in self._our_pods():
-            with contextlib.suppress(NotFound):
-                records.append(self._to_record(pod, ""))
-        if owner_uid is None and projects is None:
-            return records
-        visible = set(projects or ())
-        return [r for r in records if r.owner_uid == owner_uid or r.project in visible]
-
-    def delete(self, name: str) -> None:
-        self.get(name)  # only ever delete pods that are ours
-        self._call("delete", name, self._api.delete_namespaced_pod, name, self.namespace)
-
-    def set_priority(self, name: str, priority: int) -> JobRecord:
-        self.get(name)
-        patch = {"metadata": {"annotations": {ANNOTATION_PRIORITY: str(priority)}}}
-        pod = self._call("patch", name, self._api.patch_namespaced_pod, name, self.namespace, patch)
-        return self._to_record(pod, name)
-
-    def close(self) -> None:
-        self._api_client.close()  # type: ignore[no-untyped-call]
-
-
-__all__ = ["ADMISSION_GATE", "DEFAULT_TIMEOUT", "KubernetesSubmitter"]
     def logs(self, job: JobRecord, *, follow: bool, limit_bytes: int) -> LogStream:
         """The job container's output through the API server (which asks the node's kubelet).
 
@@ -286,3 +259,30 @@ __all__ = ["ADMISSION_GATE", "DEFAULT_TIMEOUT", "KubernetesSubmitter"]
             raise
         return HTTPLogStream(response, limit_bytes=limit_bytes)
 
+    def list(
+        self, *, owner_uid: int | None = None, projects: Collection[str] | None = None
+    ) -> list[JobRecord]:
+        records = []
+        for pod in self._our_pods():
+            with contextlib.suppress(NotFound):
+                records.append(self._to_record(pod, ""))
+        if owner_uid is None and projects is None:
+            return records
+        visible = set(projects or ())
+        return [r for r in records if r.owner_uid == owner_uid or r.project in visible]
+
+    def delete(self, name: str) -> None:
+        self.get(name)  # only ever delete pods that are ours
+        self._call("delete", name, self._api.delete_namespaced_pod, name, self.namespace)
+
+    def set_priority(self, name: str, priority: int) -> JobRecord:
+        self.get(name)
+        patch = {"metadata": {"annotations": {ANNOTATION_PRIORITY: str(priority)}}}
+        pod = self._call("patch", name, self._api.patch_namespaced_pod, name, self.namespace, patch)
+        return self._to_record(pod, name)
+
+    def close(self) -> None:
+        self._api_client.close()  # type: ignore[no-untyped-call]
+
+
+__all__ = ["ADMISSION_GATE", "DEFAULT_TIMEOUT", "KubernetesSubmitter"]

@@ -594,6 +594,11 @@ class AdmissionService:
         decided_priority = result.decision.priority
         new = priority if decided_priority is None else decided_priority
         answered = answer(
+            Acted(job=dataclasses.replace(job, priority=new), decision_id=result.decision_id)
+        )
+        await self.blocking(self._audited, decided, self.submitter.set_priority, name, new)
+        return answered
+
     async def logs(self, caller: Caller, name: str, *, follow: bool, request_id: str) -> JobOutput:
         """The job's output, once the policy allows ``logs`` on it (the rights of ``get``).
 
@@ -623,11 +628,6 @@ class AdmissionService:
     def _log_stream_closed(self) -> None:
         self._log_streams -= 1
 
-            Acted(job=dataclasses.replace(job, priority=new), decision_id=result.decision_id)
-        )
-        await self.blocking(self._audited, decided, self.submitter.set_priority, name, new)
-        return answered
-
     async def list(self, caller: Caller, *, request_id: str) -> Listed:
         await self._consume(
             caller,
@@ -646,12 +646,12 @@ class AdmissionService:
         )
         return Listed(jobs=jobs, decision_id=result.decision_id)
 
-    "JobOutput",
 
 __all__ = [
     "Acted",
     "AdmissionService",
     "Caller",
+    "JobOutput",
     "Listed",
     "Submitted",
 ]
