@@ -295,8 +295,8 @@ class JobApi:
 
     async def logs(self, request: Request, request_id: str) -> Response:
         name = _job_name(request.path_params["job_id"])
-        follow = _follow(request)
         claims = await self._caller(request, request_id)
+        follow = _follow(request)  # after authentication, as body checks are
         output = await self.service.logs(claims, name, follow=follow, request_id=request_id)
         return _OutputResponse(output)
 

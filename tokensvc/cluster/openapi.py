@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from tokensvc.cluster.joblogs import MAX_LOG_BYTES
 from tokensvc.cluster.jobs import JOB_NAME_PATTERN, JOB_REQUEST_SCHEMA, PRIORITY_BODY_SCHEMA
 
 
@@ -119,6 +120,48 @@ OPENAPI: Final[dict[str, Any]] = {
                 },
             },
         },
+        "/v1/jobs/{job_id}/logs": {
+            "parameters": [_JOB_ID],
+            "get": {
+                "summary": "Read a job's output (what its command wrote), streamed as it is read",
+                "description": "Allowed by the policy's `logs` action: the job's owner, or a "
+                "member of its project whose level may see other members' jobs. At most "
+                f"{MAX_LOG_BYTES} bytes. With `follow=true` the answer goes on as the job "
+                "writes and ends when its container ends. An answer that breaks off "
+                "(the job store failed mid-stream) ends without its final chunk. The "
+                "decision's id is in the `X-Decision-Id` header.",
+                "operationId": "getJobLogs",
+                "parameters": [
+                    {
+                        "name": "follow",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["true", "false"], "default": "false"},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The job's output, as bytes the job wrote",
+                        "headers": {
+                            "X-Decision-Id": {
+                                "description": "The decision that allowed it",
+                                "schema": {"type": "string"},
+                            }
+                        },
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "404": _response("No such job", "Error"),
+                    "409": _response(
+                        "The job's container has not started yet (`not_started`)", "Error"
+                    ),
+                    "422": _response("A query parameter other than follow=true|false", "Invalid"),
+                    "501": _response(
+                        "The job store keeps no output (the spool; `no_logs`)", "Error"
+                    ),
+                    **_ERRORS,
+                },
+            },
+        },
         "/healthz": {
             "get": {
                 "summary": "Liveness",
@@ -168,8 +211,25 @@ OPENAPI: Final[dict[str, Any]] = {
                     "priority": {"type": ["integer", "null"]},
                     "token_id": {"type": "string"},
                     "decision_id": {"type": ["string", "null"]},
-                    "phase": {"type": "string"},
+                    "phase": {
+                        "type": "string",
+                        "description": "The pod's phase: Pending (also while held for "
+                        "admission), Running, Succeeded, Failed, Unknown. The spool store "
+                        "runs nothing: its jobs are always Pending",
+                    },
+                    "exit_code": {
+                        "type": ["integer", "null"],
+                        "description": "The job container's exit code once it has terminated",
+                    },
+                    "reason": {
+                        "type": ["string", "null"],
+                        "description": "The job container's state reason (ContainerCreating, "
+                        "Completed, Error, OOMKilled, ...) or, before it exists, why the pod is "
+                        "not scheduled (SchedulingGated while held for admission)",
+                    },
                     "created": {"type": ["string", "null"]},
+                    "started": {"type": ["string", "null"], "description": "RFC 3339"},
+                    "finished": {"type": ["string", "null"], "description": "RFC 3339"},
                 },
             },
             "Submitted": {
