@@ -4,7 +4,8 @@ The node reports the identity the runtime really gave the container
 (``status.containerStatuses[].user.linux``). A pod under ``Merge`` with an
 image whose /etc/group adds a group is what a runtime that ignores Strict
 would produce: the server's verifier deletes it, audits both identities and
-counts it; the same job under Strict is left alone.
+counts it; the same job under Strict is left alone, which also shows the
+node passes the check that it reports ``supplementalGroupsPolicy`` support.
 """
 
 from __future__ import annotations
@@ -16,13 +17,9 @@ from typing import Any
 import pytest
 from jobpods import delete_pod, launcher_pod
 from realnode import IMAGE_EXTRA_GID, IMAGE_USER_UID, IMAGES, JOBS_NAMESPACE, Cluster
+from support.reconciler import reconciling_service
 
 from tokensvc.cluster.kube import KubernetesSubmitter
-from tokensvc.cluster.opa import OpaClient
-from tokensvc.cluster.service import AdmissionService
-from tokensvc.core.keys import KeyRing, new_key
-from tokensvc.core.replay import MemoryReplayCache
-from tokensvc.core.validate import TokenValidator
 
 pytestmark = pytest.mark.root
 
@@ -63,16 +60,7 @@ def test_a_job_the_node_runs_as_someone_else_is_deleted_and_audited(cluster: Clu
     }
     names = {policy: pod["metadata"]["name"] for policy, pod in pods.items()}
     lines: list[dict[str, Any]] = []
-    service = AdmissionService(
-        validator=TokenValidator(
-            KeyRing((new_key("active"),)), realm="e2e", replay=MemoryReplayCache()
-        ),
-        opa=OpaClient("http://127.0.0.1:1"),  # never asked: verifying decides nothing new
-        submitter=submitter,
-        namespace=JOBS_NAMESPACE,
-        audit=lines.append,
-        threads=2,
-    )
+    service = reconciling_service(submitter, namespace=JOBS_NAMESPACE, audit=lines.append)
     try:
         for policy, pod in pods.items():
             submitter.create(pod)
@@ -89,6 +77,8 @@ def test_a_job_the_node_runs_as_someone_else_is_deleted_and_audited(cluster: Clu
         assert IMAGE_EXTRA_GID in line["reported"]["groups"]
         counted = service.metrics.registry.get_sample_value("tokensvc_identity_mismatches_total")
         assert counted == 1
+        registry = service.metrics.registry
+        assert registry.get_sample_value("tokensvc_strict_unsupported_jobs_total") == 0
     finally:
         for name in names.values():
             delete_pod(cluster, name, JOBS_NAMESPACE)

@@ -5,4 +5,6 @@
 - :mod:`support.app_server`: the HTTP app on a real uvicorn server on loopback,
   in a thread of the test process (no root needed);
 - :mod:`support.raw_http`: hostile clients speaking raw bytes over TCP.
+- :mod:`support.binding`: tokens as a mint daemon would seal them;
+- :mod:`support.reconciler`: an admission service for reconciler and verifier passes.
 """

@@ -51,7 +51,9 @@ def test_one_pv_and_claim_per_policy_export() -> None:
 
 def test_launcher_role_is_pods_and_token_records_only() -> None:
     roles = [d for d in _docs("rbac.yaml") if d["kind"] in ("Role", "ClusterRole")]
-    assert [r["kind"] for r in roles] == ["Role"]
+    assert [r["kind"] for r in roles] == ["Role", "ClusterRole"]
+    # Cluster-wide, only reading a node by name (does it report Strict support?).
+    assert roles[1]["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
     assert roles[0]["metadata"]["namespace"] == "wsc-jobs"
     assert roles[0]["rules"] == [
         {

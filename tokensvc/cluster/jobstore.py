@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from tokensvc.cluster.consumed import RecordStore
 from tokensvc.cluster.joblogs import LogStream
@@ -60,6 +60,29 @@ class IdentityMismatch:
         return {"job": self.name, "expected": ids(self.expected), "reported": ids(self.reported)}
 
 
+@dataclass(frozen=True)
+class StrictUnsupported:
+    """A started job whose node cannot vouch for ``supplementalGroupsPolicy: Strict``.
+
+    Either the node does not report ``status.features.supplementalGroupsPolicy:
+    true`` (its kubelet or runtime may merge the image's groups, or ignore the
+    field), or a running container reports no ``user.linux`` to compare with
+    the decision. Nothing shows who the job runs as, so it is treated like a
+    mismatch: fail closed.
+    """
+
+    name: str
+    node: str
+    reason: str
+
+    def to_audit(self) -> dict[str, Any]:
+        return {"job": self.name, "node": self.node, "reason": self.reason}
+
+
+# What the post-launch check finds wrong with a started job.
+IdentityViolation: TypeAlias = IdentityMismatch | StrictUnsupported
+
+
 class Submitter(Protocol):
     """Where pods go. Every method is blocking; the server calls them off the event loop.
 
@@ -84,8 +107,13 @@ class Submitter(Protocol):
     def held(self, older_than: float) -> list[str]:
         """Names of jobs still held that were created before ``older_than`` (unix seconds)."""
 
-    def identity_mismatches(self) -> list[IdentityMismatch]:
-        """Started jobs whose node reports another uid, gid or groups than their pod asked for."""
+    def identity_violations(self) -> list[IdentityViolation]:
+        """Started jobs not shown to run as their pod asked, one finding per job.
+
+        An :class:`IdentityMismatch` where the node reports another uid, gid
+        or groups; a :class:`StrictUnsupported` where it cannot vouch for
+        Strict. A job none of whose containers has started is not judged.
+        """
 
     def get(self, name: str) -> JobRecord:
         """The job's record; :class:`NotFound` if there is no such job."""
@@ -160,4 +188,11 @@ def record_from_manifest(manifest: dict[str, Any]) -> JobRecord:
     )
 
 
-__all__ = ["JobExists", "Submitter", "record_from_manifest"]
+__all__ = [
+    "IdentityMismatch",
+    "IdentityViolation",
+    "JobExists",
+    "StrictUnsupported",
+    "Submitter",
+    "record_from_manifest",
+]

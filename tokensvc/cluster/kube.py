@@ -20,6 +20,10 @@ logs           one streamed read                    timeout to connect
                                                     followed, to connect
 =============  ==================================  =============
 
+The reconciler's checks are not actions: ``held`` is one list call, and
+``identity_violations`` one list call plus one read per node running a job
+of ours, so ``(1 + nodes) x timeout``.
+
 A failed create says what may exist (``SubmitFailed.created``): False when
 nothing can have been created -- the connection was never made, or the API
 server answered 4xx -- and None only when the outcome is unknown (the request
@@ -40,7 +44,13 @@ import yaml
 from tokensvc.cluster.consumed import KubernetesRecords
 from tokensvc.cluster.joblogs import HTTPLogStream, LogStream
 from tokensvc.cluster.jobs import JobRecord, is_job_name
-from tokensvc.cluster.jobstore import IdentityMismatch, JobExists, record_from_manifest
+from tokensvc.cluster.jobstore import (
+    IdentityMismatch,
+    IdentityViolation,
+    JobExists,
+    StrictUnsupported,
+    record_from_manifest,
+)
 from tokensvc.cluster.launcher import (
     ANNOTATION_PRIORITY,
     CONTAINER_NAME,
@@ -55,6 +65,12 @@ DEFAULT_TIMEOUT: Final = 5.0  # seconds per API call
 # pod until it is removed (release), which happens only once the submit's
 # consumed-token record says the job was admitted.
 ADMISSION_GATE: Final = "tokensvc.io/admitted"
+
+
+def _has_started(status: Any) -> bool:
+    """Whether a container status says its process was started (running, or since ended)."""
+    state = status.state
+    return state is not None and (state.running is not None or state.terminated is not None)
 
 
 class KubernetesSubmitter:
@@ -185,32 +201,84 @@ class KubernetesSubmitter:
                 names.append(pod.metadata.name)
         return sorted(names)
 
-    def identity_mismatches(self) -> list[IdentityMismatch]:
-        """Compare every started container's ``status.containerStatuses[].user.linux``.
+    def identity_violations(self) -> list[IdentityViolation]:
+        """Judge every started job of ours by what its node reports; at most one finding per job.
 
-        The kubelet reports the identity the runtime actually gave the
-        container's first process (Kubernetes 1.31+). Each differing
-        container of ours is reported; a pod whose node reports nothing yet
-        (not started, or a runtime that does not report it) is not judged.
+        A job is judged once one of its containers has started (running or
+        terminated); a container still waiting has run nothing, and a job
+        already being deleted is not judged again. Then, in this order:
+
+        - a container's ``status.containerStatuses[].user.linux`` (the
+          identity the runtime gave its first process) must equal the pod's
+          ``runAsUser``, ``runAsGroup`` and groups -- else an
+          :class:`IdentityMismatch`;
+        - its node must report ``status.features.supplementalGroupsPolicy:
+          true`` (kubelet and runtime honour Strict) -- else
+          :class:`StrictUnsupported`;
+        - every running container must report ``user.linux`` at all -- else
+          :class:`StrictUnsupported`. A terminated one that reports nothing
+          no longer runs anything to stop, and is not judged.
+
+        One list call, then one read per node that has a started job of
+        ours (cached for this call). A failed read raises
+        :class:`SubmitFailed` and judges nothing: an unreachable API server
+        is no evidence against a job, and the next pass judges again.
         """
-        found = []
+        nodes: dict[str, str | None] = {}
+        found: list[IdentityViolation] = []
         for pod in self._our_pods():
-            ctx = pod.spec.security_context
-            if ctx is None:
-                continue
+            finding = self._judge(pod, nodes)
+            if finding is not None:
+                found.append(finding)
+        return found
+
+    def _judge(self, pod: Any, nodes: dict[str, str | None]) -> IdentityViolation | None:
+        """One pod's finding (see :meth:`identity_violations`); ``nodes`` caches node verdicts."""
+        name = pod.metadata.name
+        statuses = (pod.status.container_statuses or []) if pod.status else []
+        started = [s for s in statuses if _has_started(s)]
+        if not started or pod.metadata.deletion_timestamp is not None:
+            return None
+        ctx = pod.spec.security_context
+        if ctx is not None:
             # The kernel's group list holds the primary gid too: compare with it.
             asked = tuple(sorted({ctx.run_as_group, *(ctx.supplemental_groups or [])}))
             expected = (ctx.run_as_user, ctx.run_as_group, asked)
-            for status in (pod.status.container_statuses or []) if pod.status else []:
+            for status in started:
                 linux = status.user.linux if status.user is not None else None
                 if linux is None:
                     continue
                 groups = tuple(sorted({linux.gid, *(linux.supplemental_groups or [])}))
                 reported = (linux.uid, linux.gid, groups)
                 if reported != expected:
-                    found.append(IdentityMismatch(pod.metadata.name, expected, reported))
-                    break
-        return found
+                    return IdentityMismatch(name, expected, reported)
+        node = pod.spec.node_name or ""
+        if node not in nodes:
+            nodes[node] = self._cannot_vouch(node)
+        why = nodes[node]
+        if why is not None:
+            return StrictUnsupported(name, node, why)
+        for status in started:
+            if status.state.running is not None and (
+                status.user is None or status.user.linux is None
+            ):
+                return StrictUnsupported(
+                    name, node, f"running container {status.name} reports no user.linux"
+                )
+        return None
+
+    def _cannot_vouch(self, node: str) -> str | None:
+        """Why ``node`` cannot vouch for Strict; None when it reports the feature true."""
+        if not node:
+            return "the pod names no node"
+        try:
+            found = self._call("get node", node, self._api.read_node, node)
+        except NotFound:
+            return "the node no longer exists"
+        features = found.status.features if found.status is not None else None
+        if features is None or features.supplemental_groups_policy is not True:
+            return "the node does not report status.features.supplementalGroupsPolicy: true"
+        return None
 
     def _none_left(self, name: str) -> bool:
         """After an ambiguous create: delete any pod of that name. True once none is left."""

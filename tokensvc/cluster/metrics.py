@@ -55,6 +55,12 @@ class Metrics:
             "Started jobs deleted because the node reported another uid, gid or groups",
             registry=r,
         )
+        self.strict_unsupported = Counter(
+            "tokensvc_strict_unsupported_jobs",
+            "Started jobs deleted because their node cannot vouch for supplementalGroupsPolicy"
+            " Strict (no reported support, or no reported identity)",
+            registry=r,
+        )
         # Shadow mode (tokensvc.cluster.shadow): the candidate policy beside the active one.
         self.shadow_decisions = Counter(
             "tokensvc_shadow_decisions",

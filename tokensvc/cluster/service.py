@@ -27,7 +27,7 @@ from tokensvc.cluster.audit import audit_line, loggable_input
 from tokensvc.cluster.consumed import TokenRecord
 from tokensvc.cluster.joblogs import MAX_LOG_BYTES, LogStream
 from tokensvc.cluster.jobs import JobRecord, JobRequest, job_name
-from tokensvc.cluster.jobstore import JobExists
+from tokensvc.cluster.jobstore import IdentityMismatch, JobExists
 from tokensvc.cluster.launcher import LaunchRefused, build_manifest
 from tokensvc.cluster.metrics import Metrics
 from tokensvc.cluster.opa import Action, DecisionResult, OpaClient, OpaUnavailable
@@ -483,34 +483,29 @@ class AdmissionService:
         await self.verify_identities()
 
     async def verify_identities(self) -> None:
-        """Delete every started job whose node reports another identity than its pod asked for.
+        """Delete every started job not shown to run as exactly its pod asked.
 
-        The pod asks for exactly the decision's uid, gid and groups; a node
+        The pod asks for exactly the decision's uid, gid and groups. A node
         whose runtime ignores ``supplementalGroupsPolicy: Strict`` (or adds
         groups from the image) runs the job as someone the policy did not
-        decide. Each is deleted, audited with both identities, and counted.
+        decide: ``identity_mismatch``, audited with both identities. A node
+        that does not report Strict support, or a running container that
+        reports no identity, leaves nothing to compare: fail closed,
+        ``strict_unsupported``, audited with node and reason. Each deletion
+        is counted under its own metric.
         """
-        for wrong in await self.blocking(self.submitter.identity_mismatches):
+        for wrong in await self.blocking(self.submitter.identity_violations):
             try:
                 await self.blocking(self.submitter.delete, wrong.name)
             except NotFound:
                 continue
-            self.metrics.identity_mismatches.inc()
-            line = {
-                "event": "identity_mismatch",
-                "job": wrong.name,
-                "expected": {
-                    "uid": wrong.expected[0],
-                    "gid": wrong.expected[1],
-                    "groups": list(wrong.expected[2]),
-                },
-                "reported": {
-                    "uid": wrong.reported[0],
-                    "gid": wrong.reported[1],
-                    "groups": list(wrong.reported[2]),
-                },
-            }
-            await self.blocking(self._audit, line)
+            if isinstance(wrong, IdentityMismatch):
+                self.metrics.identity_mismatches.inc()
+                event = "identity_mismatch"
+            else:
+                self.metrics.strict_unsupported.inc()
+                event = "strict_unsupported"
+            await self.blocking(self._audit, {"event": event, **wrong.to_audit()})
 
     def _roll_back(self, request_id: str, name: str, error: str) -> None:
         """In a worker thread: remove a job whose submit is answered with a failure.

@@ -43,7 +43,7 @@ import yaml
 from tokensvc.cluster.consumed import SpoolRecords
 from tokensvc.cluster.joblogs import LogStream
 from tokensvc.cluster.jobs import JOB_NAME_PREFIX, JobRecord, is_job_name
-from tokensvc.cluster.jobstore import IdentityMismatch, JobExists, record_from_manifest
+from tokensvc.cluster.jobstore import IdentityViolation, JobExists, record_from_manifest
 from tokensvc.cluster.launcher import ANNOTATION_PRIORITY
 from tokensvc.core.durable import fsync_dir, write_all
 from tokensvc.core.errors import NoLogs, NotFound, SubmitFailed
@@ -304,7 +304,7 @@ class SpoolSubmitter:
     def held(self, older_than: float) -> list[str]:
         return []
 
-    def identity_mismatches(self) -> list[IdentityMismatch]:
+    def identity_violations(self) -> list[IdentityViolation]:
         return []  # nothing here runs a job; its consumer has its own node
 
     def get(self, name: str) -> JobRecord:

@@ -44,7 +44,14 @@ def rendered_deploy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, lis
 @pytest.fixture(scope="session")
 def deployed_rbac(kube_api: KubeAPI, rendered_deploy: tuple[Path, list[dict[str, Any]]]) -> None:
     """The namespaces, ServiceAccounts and RBAC of deploy/k8s, applied for real."""
-    kinds = {"Namespace", "ServiceAccount", "Role", "RoleBinding"}
+    kinds = {
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    }
     for doc in rendered_deploy[1]:
         if doc["kind"] in kinds:
             apply(kube_api, doc)

@@ -32,6 +32,8 @@ def test_base_has_every_part(rendered_deploy: Rendered) -> None:
         ("ServiceAccount", "tokensvc-launcher"),
         ("Role", "tokensvc-launcher"),
         ("RoleBinding", "tokensvc-launcher"),
+        ("ClusterRole", "tokensvc-launcher-nodes"),
+        ("ClusterRoleBinding", "tokensvc-launcher-nodes"),
         ("Deployment", "tokensvc-server"),
         ("Service", "tokensvc-server"),
         ("NetworkPolicy", "tokensvc-server"),

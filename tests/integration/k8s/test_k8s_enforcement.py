@@ -226,7 +226,6 @@ def test_launcher_cannot_read_secrets(kube_api: KubeAPI, namespace: str) -> None
     ("verb", "resource", "subresource"),
     [
         ("create", "pods", "exec"),
-        ("get", "pods", "log"),
         ("create", "pods", "attach"),
         ("create", "pods", "eviction"),
         ("update", "pods", ""),
@@ -237,6 +236,8 @@ def test_launcher_cannot_read_secrets(kube_api: KubeAPI, namespace: str) -> None
         ("update", "configmaps", ""),
         ("get", "secrets", ""),
         ("create", "roles", ""),
+        ("list", "nodes", ""),
+        ("patch", "nodes", "status"),
     ],
 )
 def test_launcher_has_nothing_more(
@@ -249,7 +250,7 @@ def test_launcher_has_nothing_more(
 
 
 def test_launcher_rules_are_exactly_the_role(kube_api: KubeAPI) -> None:
-    """SelfSubjectRulesReview: pods and consumed-token ConfigMaps, plus what every user has."""
+    """SelfSubjectRulesReview: pods, their logs, token ConfigMaps, a node read, what all have."""
     review = kubernetes.client.V1SelfSubjectRulesReview(
         spec=kubernetes.client.V1SelfSubjectRulesReviewSpec(namespace=JOBS_NAMESPACE)
     )
@@ -273,9 +274,10 @@ def test_launcher_rules_are_exactly_the_role(kube_api: KubeAPI) -> None:
         ("authorization.k8s.io", "selfsubjectrulesreviews", "create"),
     }
     verbs = ("create", "get", "list", "delete", "patch")
-    pods = {("", "pods", v) for v in verbs}
+    pods = {("", "pods", v) for v in verbs} | {("", "pods/log", "get")}
     records = {("", "configmaps", v) for v in verbs}
-    assert granted == pods | records | everyone
+    nodes = {("", "nodes", "get")}  # cluster-wide: is the node a job started on Strict-capable?
+    assert granted == pods | records | nodes | everyone
 
 
 def test_rbac_is_what_grants(kube_api: KubeAPI) -> None:

@@ -22,18 +22,15 @@ from typing import Any
 
 import pytest
 from kube import JOBS_NAMESPACE, KubeAPI, apiserver_pid
+from support.reconciler import reconciling_service
 
 from tokensvc.cluster.consumed import TokenRecord
 from tokensvc.cluster.jobs import JobRequest, MountRequest
 from tokensvc.cluster.kube import ADMISSION_GATE
 from tokensvc.cluster.launcher import build_pod, pod_manifest
-from tokensvc.cluster.opa import Decision, GrantedMount, OpaClient, RunAs
-from tokensvc.cluster.service import AdmissionService
+from tokensvc.cluster.opa import Decision, GrantedMount, RunAs
 from tokensvc.cluster.submitters import JobExists, KubernetesSubmitter, SubmitFailed
 from tokensvc.core.errors import NotFound, Replayed
-from tokensvc.core.keys import KeyRing, new_key
-from tokensvc.core.replay import MemoryReplayCache
-from tokensvc.core.validate import TokenValidator
 
 pytestmark = pytest.mark.usefixtures("deployed_rbac")
 
@@ -296,15 +293,11 @@ def test_the_reconciler_removes_jobs_held_past_the_deadline(
     running = submitter.create(manifest()).name
     submitter.release(running)
     lines: list[dict[str, Any]] = []
-    ring = KeyRing((new_key("active"),))
-    service = AdmissionService(
-        validator=TokenValidator(ring, realm="test", replay=MemoryReplayCache()),
-        opa=OpaClient("http://127.0.0.1:1"),  # never asked: reconciling decides nothing
-        submitter=submitter,
+    service = reconciling_service(
+        submitter,
         namespace=JOBS_NAMESPACE,
         audit=lines.append,
         clock=lambda: time.time() + 3600,  # an hour later: past any deadline
-        threads=2,
     )
     try:
         asyncio.run(service.reconcile(hold_deadline=120))
