@@ -23,18 +23,15 @@ from typing import Any
 import pytest
 import requests
 from kube import BIN_DIR, JOBS_NAMESPACE, REPO, KubeAPI, Proc, apiserver_pid, spawn, wait_ready
-from support.binding import submit_binding
+from support.binding import forge_token
 
-from tokensvc.cluster.devstack import Stack, free_port
+from tokensvc.cluster.devstack import USER_A, Stack, User, free_port
 from tokensvc.cluster.launcher import LABEL_MANAGED_BY, LABEL_OWNER_UID, LABEL_TOKEN_ID, MANAGED_BY
-from tokensvc.core.claims import new_claims
 from tokensvc.core.keys import KeyRing
-from tokensvc.core.token import seal
+from tokensvc.core.token import open_token
 
 pytestmark = pytest.mark.usefixtures("deployed_rbac")
 
-# ada: uid 1002, a member (not admin) of ml-team (gid 2001); see policies/data.
-ADA = {"uid": 1002, "gid": 2001, "groups": [2001], "user": "ada"}
 BODY = {
     "project": "ml-team",
     "image": "registry.invalid/train:1",
@@ -49,13 +46,11 @@ class Replicas:
     keyring: Path
     realm: str
 
-    def token(self, who: dict[str, Any] = ADA, body: Any = BODY) -> tuple[str, str]:
+    def token(self, who: User = USER_A, body: Any = BODY) -> tuple[str, str]:
         """A fresh token for `who` (sealed with the replicas' key, bound to `body`) and its id."""
-        binding = submit_binding(body)
-        claims = new_claims(
-            **who, host="login1", realm=self.realm, now=time.time(), binding=binding
-        )
-        return seal(claims, KeyRing.load(self.keyring).active), claims.token_id
+        ring = KeyRing.load(self.keyring)
+        token = forge_token(ring, who, realm=self.realm, host="login1", body=body)
+        return token, open_token(token, ring)[0].token_id
 
     def call(self, i: int, method: str, path: str, token: str, **kw: Any) -> requests.Response:
         with requests.Session() as s:
