@@ -55,9 +55,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from integration.k8s.kube import (
     JOBS_NAMESPACE,
-    LAUNCHER_USER,
     RESTRICTED_LABELS,
-    SYSTEM_NAMESPACE,
     Identity,
     KubeAPI,
     KubeStartError,
@@ -69,6 +67,7 @@ from integration.k8s.kube import (
     _write_kubeconfig,
     _write_private,
     make_pki,
+    new_identities,
     spawn,
 )
 
@@ -659,13 +658,7 @@ def _start(c: Cluster, host_ip_net: ipaddress.IPv4Network) -> None:
     pki = make_pki(root)
     kpki = make_kubelet_client_pki(root)
     identities = {
-        "admin": Identity("tokensvc-test-admin", secrets.token_urlsafe(32), ("system:masters",)),
-        "launcher": Identity(
-            LAUNCHER_USER,
-            secrets.token_urlsafe(32),
-            ("system:serviceaccounts", f"system:serviceaccounts:{SYSTEM_NAMESPACE}"),
-        ),
-        "nobody": Identity("tokensvc-test-nobody", secrets.token_urlsafe(32), ()),
+        **new_identities(),
         # The names the bootstrap RBAC policy and the Node authorizer expect.
         "controller-manager": Identity(
             "system:kube-controller-manager", secrets.token_urlsafe(32), ()

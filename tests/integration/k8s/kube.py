@@ -329,6 +329,23 @@ def wait_ready(proc: Proc, ready: Callable[[], bool], what: str, deadline: float
     raise KubeStartError(f"{what} not ready in time:\n{_tail(proc.log)}")
 
 
+def new_identities() -> dict[str, Identity]:
+    """The identities every test control plane knows, each with a fresh token.
+
+    "admin" (system:masters), "launcher" (the launcher's ServiceAccount user,
+    bound by deploy/k8s's RBAC alone) and "nobody" (no bindings at all).
+    """
+    return {
+        "admin": Identity("tokensvc-test-admin", secrets.token_urlsafe(32), ("system:masters",)),
+        "launcher": Identity(
+            LAUNCHER_USER,
+            secrets.token_urlsafe(32),
+            ("system:serviceaccounts", f"system:serviceaccounts:{SYSTEM_NAMESPACE}"),
+        ),
+        "nobody": Identity("tokensvc-test-nobody", secrets.token_urlsafe(32), ()),
+    }
+
+
 def _token_line(who: str, ident: Identity) -> str:
     # --token-auth-file CSV: token,user,uid[,"group1,group2"]
     groups = f',"{",".join(ident.groups)}"' if ident.groups else ""
@@ -384,15 +401,7 @@ def running_control_plane(workdir: Path) -> Iterator[KubeAPI]:
     os.chmod(workdir, 0o700)
     pki = make_pki(workdir)
 
-    identities = {
-        "admin": Identity("tokensvc-test-admin", secrets.token_urlsafe(32), ("system:masters",)),
-        "launcher": Identity(
-            LAUNCHER_USER,
-            secrets.token_urlsafe(32),
-            ("system:serviceaccounts", f"system:serviceaccounts:{SYSTEM_NAMESPACE}"),
-        ),
-        "nobody": Identity("tokensvc-test-nobody", secrets.token_urlsafe(32), ()),
-    }
+    identities = new_identities()
     token_file = workdir / "tokens.csv"
     _write_private(
         token_file,
