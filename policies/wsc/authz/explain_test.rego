@@ -169,6 +169,14 @@ explain_cases := {
 			"job": {"own": false, "membership": null, "right_needed": "view_others", "permitted_by": null},
 		},
 	},
+	"reading another member's output needs view_others, which a viewer has": {
+		"input": job_action(carol, "logs", 1004, "vision"),
+		"expect": {
+			"allow": true,
+			"action": {"name": "logs", "known": true, "permitted": true},
+			"job": {"own": false, "membership": {"level": "viewer"}, "right_needed": "view_others", "permitted_by": "level"},
+		},
+	},
 	"set_priority is held to the ceiling in the job's project": {
 		"input": with_request(job_action(alice, "set_priority", 1002, "ml-team"), {"priority": 11}),
 		"expect": {"limits": {"max_priority": {
