@@ -7,12 +7,14 @@ temporary directory. Start-up waits on readiness (each component's health
 endpoint, the node's Ready condition, the jobs namespace's default
 ServiceAccount), never on a fixed sleep.
 
-Networking stays on this machine. The control plane listens on 127.0.0.1.
-The kubelet cannot report a loopback node IP, so the cluster brings up its
-own bridge with one private address: the kubelet serves there, and pods
-attach to that bridge in network namespaces containerd creates under the
-cluster's state directory. No masquerade, no gateway, no route in any pod,
-no iptables rule: nothing a pod sends can leave the bridge.
+Networking stays on this machine. etcd, the controller manager, the
+scheduler and the kubelet's health endpoint listen on 127.0.0.1. The kubelet
+cannot report a loopback node IP, and pods cannot reach the host's loopback,
+so the cluster brings up its own bridge with one private address: the
+kubelet and the API server serve there, and pods attach to that bridge in
+network namespaces containerd creates under the cluster's state directory.
+No masquerade, no gateway, no route in any pod, no iptables rule: nothing a
+pod sends can leave the bridge.
 
 Images come from `make images` and are imported into containerd before the
 kubelet starts; pods use `imagePullPolicy: Never`, and containerd's sandbox
@@ -655,7 +657,9 @@ def _jobs_namespace(c: Cluster, deadline: float) -> None:
 def _start(c: Cluster, host_ip_net: ipaddress.IPv4Network) -> None:
     root = c.root
     deadline = time.monotonic() + START_TIMEOUT
-    pki = make_pki(root)
+    # The API server serves on the node's bridge address: pods reach it
+    # there (the deployed server's launcher), and so does the host.
+    pki = make_pki(root, extra_ips=(c.bridge_ip,))
     kpki = make_kubelet_client_pki(root)
     identities = {
         **new_identities(),
@@ -674,6 +678,14 @@ def _start(c: Cluster, host_ip_net: ipaddress.IPv4Network) -> None:
     (etcd_port, peer_port, api_port, cm_port, sched_port, kubelet_port, healthz_port) = _free_ports(
         7
     )
+    # Node networking: our bridge, with the address the kubelet reports and
+    # the API server serves on.
+    subprocess.run(["ip", "link", "add", c.bridge, "type", "bridge"], check=True)
+    subprocess.run(
+        ["ip", "addr", "add", f"{c.bridge_ip}/{host_ip_net.prefixlen}", "dev", c.bridge], check=True
+    )
+    subprocess.run(["ip", "link", "set", c.bridge, "up"], check=True)
+
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     c.procs["etcd"] = spawn(
         "etcd",
@@ -693,8 +705,11 @@ def _start(c: Cluster, host_ip_net: ipaddress.IPv4Network) -> None:
         [
             str(BIN_DIR / "kube-apiserver"),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            # Not loopback: pods cannot reach the host's 127.0.0.1. Without
+            # kube-proxy the `kubernetes` Service's address leads nowhere, so
+            # in-cluster clients are pointed here (tests/e2e/deployed.py).
+            f"--bind-address={c.bridge_ip}",
+            f"--advertise-address={c.bridge_ip}",
             f"--secure-port={api_port}",
             f"--cert-dir={root / 'apiserver-certs'}",
             f"--tls-cert-file={pki['cert']}",
@@ -717,7 +732,7 @@ def _start(c: Cluster, host_ip_net: ipaddress.IPv4Network) -> None:
         ],
         root,
     )
-    url = f"https://127.0.0.1:{api_port}"
+    url = f"https://{c.bridge_ip}:{api_port}"
     c.api = KubeAPI(url=url, ca_path=pki["ca"], workdir=root, identities=identities)
     for who in identities:
         _write_kubeconfig(c.api.kubeconfig(who), c.api, who)
@@ -764,12 +779,6 @@ def _start(c: Cluster, host_ip_net: ipaddress.IPv4Network) -> None:
         root,
     )
 
-    # Node networking: our bridge, with the address the kubelet reports.
-    subprocess.run(["ip", "link", "add", c.bridge, "type", "bridge"], check=True)
-    subprocess.run(
-        ["ip", "addr", "add", f"{c.bridge_ip}/{host_ip_net.prefixlen}", "dev", c.bridge], check=True
-    )
-    subprocess.run(["ip", "link", "set", c.bridge, "up"], check=True)
     (root / "cni" / "net.d").mkdir(parents=True)
     (root / "cni" / "net.d" / "10-tokensvc-e2e.conflist").write_text(
         json.dumps(_cni_config(c.network, c.bridge, host_ip_net, root), indent=2)

@@ -131,7 +131,8 @@ class BundleServer:
     swap in tampered or unsigned bundles and wait for OPA's next poll.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        """Listen on ``host`` (a free port): loopback, or the address pods reach."""
         self.bundle: bytes | None = None
         self.requests = 0
         self._lock = threading.Lock()
@@ -154,8 +155,8 @@ class BundleServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # OPA's own log says what it fetched
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self._httpd.server_address[1]}"
         threading.Thread(target=self._httpd.serve_forever, args=(0.1,), daemon=True).start()
 
     def publish(self, bundle: bytes) -> int:

@@ -29,7 +29,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,8 +153,8 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def make_pki(directory: Path) -> dict[str, Path]:
-    """CA, serving cert for 127.0.0.1 and the in-cluster names, SA signing key."""
+def make_pki(directory: Path, extra_ips: Sequence[str] = ()) -> dict[str, Path]:
+    """CA, serving cert for 127.0.0.1, ``extra_ips`` and the in-cluster names, SA signing key."""
     now = datetime.datetime.now(datetime.UTC)
     validity = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1))
 
@@ -191,6 +191,7 @@ def make_pki(directory: Path) -> dict[str, Path]:
     names: list[x509.GeneralName] = [
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("10.96.0.1")),  # first IP of the service range
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
         *(
             x509.DNSName(n)
             for n in (
