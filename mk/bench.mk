@@ -19,4 +19,10 @@ bench-mint: $(VENV)/.installed $(TOOLS_BIN)/mintload munge ## mint/open throughp
 bench-spool: $(VENV)/.installed ## spool list/get CPU with 10,000 jobs stored
 	$(VPY) bench/bench_spool.py --jobs 10000
 
-bench: bench-mint bench-spool ## run every benchmark (tables go to build/, record them in docs/benchmarks.md)
+bench: bench-mint bench-spool bench-e2e ## run every benchmark (tables go to build/, record them in docs/benchmarks.md)
+
+# Submit-to-running on the real node, beside the same pod created directly
+# (root: it starts the node and runs the CLI as another uid).
+bench-e2e: $(VENV)/.installed $(POLICY_TOOLS) node-bins images ## submit-to-running on the real node vs a direct pod create
+	mkdir -p build
+	$(VPY) bench/bench_e2e.py --rounds 20 --record build/bench-e2e.md
