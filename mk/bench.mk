@@ -1,6 +1,6 @@
 # Token benchmarks beside MUNGE (Debian's munge package), same run, ratios.
 
-.PHONY: bench-mint bench-spool munge
+.PHONY: bench-mint bench-spool bench-e2e munge
 
 munge: ## install Debian's munge (benchmark only)
 	@command -v munged >/dev/null && command -v remunge >/dev/null || { \
