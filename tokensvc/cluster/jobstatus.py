@@ -24,6 +24,8 @@ class JobRun:
     """The run fields of a :class:`~tokensvc.cluster.jobs.JobRecord`.
 
     - ``phase``: the pod's phase (Pending, Running, Succeeded, Failed, Unknown);
+      once the job container has terminated, Succeeded or Failed by its exit
+      code, as the kubelet will write it;
     - ``exit_code``: the job container's, once it has terminated;
     - ``reason``: the job container's state reason (``ContainerCreating``,
       ``ErrImageNeverPull``, ``Completed``, ``Error``, ``OOMKilled``, ...) or,
@@ -83,6 +85,11 @@ def job_run(manifest: dict[str, Any]) -> JobRun:
         return JobRun()
     phase = _text(status.get("phase")) or DEFAULT_PHASE
     run = _container_run(status)
+    if run.exit_code is not None and phase in ("Pending", "Running"):
+        # The kubelet records the container's end before the pod's phase (one
+        # status sync later). With one container that never restarts, the
+        # phase it will write is already decided: report that, not the lag.
+        phase = "Succeeded" if run.exit_code == 0 else "Failed"
     reason = run.reason or _unscheduled_reason(status) or _text(status.get("reason"))
     return JobRun(phase, run.exit_code, reason, run.started, run.finished)
 

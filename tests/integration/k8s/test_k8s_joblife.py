@@ -166,6 +166,24 @@ def test_a_failed_job_reports_its_exit_code(
         submitter.delete(name)
 
 
+def test_an_ended_job_is_not_running_while_the_pods_phase_lags(
+    kube_api: KubeAPI, submitter: KubernetesSubmitter
+) -> None:
+    # The kubelet writes the container's end first and the pod's phase a sync
+    # later; a user asking in between sees how the job ended, not "Running".
+    name = submitter.create(manifest()).name
+    try:
+        submitter.release(name)
+        bind(kube_api, name)
+        for code, phase in ((0, "Succeeded"), (3, "Failed")):
+            ended = {"exitCode": code, "reason": "Error", "startedAt": T0, "finishedAt": T1}
+            write_status(kube_api, name, "Running", {"terminated": ended})
+            record = submitter.get(name)
+            assert (record.phase, record.exit_code) == (phase, code)
+    finally:
+        submitter.delete(name)
+
+
 @pytest.fixture
 def server(
     opa: OpaHandle, kube_api: KubeAPI, tmp_path_factory: pytest.TempPathFactory
