@@ -212,3 +212,36 @@ def test_another_user_cannot_touch_a_job(deployment: Deployed) -> None:
     assert pod.metadata.deletion_timestamp is None
     cancelled = cli_as(A, deployment.tree, "cancel", "--server", deployment.server_urls[1], job)
     assert cancelled.returncode == 0, cancelled.stderr
+
+
+def _show(d: Deployed, user: User, job: str) -> dict[str, Any]:
+    """`tokensvc job JOB -o json` as ``user``: the job's record."""
+    shown = cli_as(user, d.tree, "job", "--server", d.server_urls[0], job, "-o", "json")
+    assert shown.returncode == 0, shown.stderr
+    record: dict[str, Any] = json.loads(shown.stdout)
+    return record
+
+
+def test_a_user_follows_a_job_through_the_deployed_server(deployment: Deployed) -> None:
+    d = deployment
+    # Each line a second apart: --follow must hand them on while the job runs.
+    script = "for i in 1 2 3; do echo line-$i; sleep 1; done; exit 3"
+    answer = _submit(d, A, 0, "ml-team", script)
+    job = answer["job"]["id"]
+    # Like `kubectl logs`, a job with no container yet has no output to follow.
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while _show(d, A, job)["phase"] == "Pending":
+        assert time.monotonic() < deadline, _show(d, A, job)
+    followed = cli_as(A, d.tree, "logs", "--server", d.server_urls[1], "--follow", job)
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stdout.splitlines() == ["line-1", "line-2", "line-3"]
+    # --follow returned because the container ended; the record says how.
+    record = _show(d, A, job)
+    assert (record["id"], record["phase"], record["exit_code"]) == (job, "Failed", 3), record
+    listed = cli_as(A, d.tree, "jobs", "--server", d.server_urls[1], "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    (mine,) = [j for j in json.loads(listed.stdout) if j["id"] == job]
+    assert (mine["phase"], mine["exit_code"]) == ("Failed", 3)
+    # B is neither the owner nor a member of ml-team who may view others' jobs.
+    refused = cli_as(B, d.tree, "logs", "--server", d.server_urls[0], job)
+    assert refused.returncode != 0 and "line-1" not in refused.stdout, refused.stdout
