@@ -10,7 +10,8 @@ Every stream is bounded:
 - in time: a stream that is not followed ends within the store's deadline
   per read; a followed one ends when the job's container ends, when
   ``limit_bytes`` are sent, or when :meth:`LogStream.shutdown` is called
-  (the server calls it once its client has gone);
+  (the server calls it once its client has gone), and breaks off when its
+  source stays silent for ``FOLLOW_IDLE_TIMEOUT``;
 - in number: the server follows at most a fixed number of streams at once
   (:class:`~tokensvc.cluster.service.AdmissionService`).
 """
@@ -27,6 +28,9 @@ from tokensvc.core.errors import SubmitFailed
 
 MAX_LOG_BYTES: Final = 8 << 20  # one answer holds at most this much of a job's output
 CHUNK_BYTES: Final = 64 << 10  # at most this much per read (a read returns what has arrived)
+# A followed output that shows nothing new for this long breaks off: the
+# backstop for a source that stalls while its client stays connected.
+FOLLOW_IDLE_TIMEOUT: Final = 3600.0
 
 
 class LogStream(Protocol):
@@ -82,4 +86,4 @@ class HTTPLogStream:
             self._response.close()  # closes the connection too: it is not reused
 
 
-__all__ = ["CHUNK_BYTES", "MAX_LOG_BYTES", "HTTPLogStream", "LogStream"]
+__all__ = ["CHUNK_BYTES", "FOLLOW_IDLE_TIMEOUT", "MAX_LOG_BYTES", "HTTPLogStream", "LogStream"]

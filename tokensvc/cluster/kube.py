@@ -18,6 +18,8 @@ set_priority   read (ours?), patch                  2 x timeout
 logs           one streamed read                    timeout to connect
                                                     and per read; when
                                                     followed, to connect
+                                                    (a read: at most
+                                                    FOLLOW_IDLE_TIMEOUT)
 =============  ==================================  =============
 
 The reconciler's checks are not actions: ``held`` is one list call, and
@@ -42,7 +44,7 @@ import urllib3
 import yaml
 
 from tokensvc.cluster.consumed import KubernetesRecords
-from tokensvc.cluster.joblogs import HTTPLogStream, LogStream
+from tokensvc.cluster.joblogs import FOLLOW_IDLE_TIMEOUT, HTTPLogStream, LogStream
 from tokensvc.cluster.jobs import JobRecord, is_job_name
 from tokensvc.cluster.jobstore import (
     IdentityMismatch,
@@ -300,9 +302,10 @@ class KubernetesSubmitter:
         """The job container's output through the API server (which asks the node's kubelet).
 
         Not followed: ``timeout`` bounds connecting and each read. Followed:
-        ``timeout`` bounds connecting; reads wait for the job's next output,
-        and the stream ends when its container ends, after ``limit_bytes``,
-        or when the server shuts it down (:class:`HTTPLogStream`).
+        ``timeout`` bounds connecting; a read waits up to ``FOLLOW_IDLE_TIMEOUT``
+        for the job's next output (longer, and the stream breaks off), and the
+        stream ends when its container ends, after ``limit_bytes``, or when the
+        server shuts it down (:class:`HTTPLogStream`).
         """
         if not job.has_run:
             raise NotStarted(f"job {job.name} has not started yet ({job.reason or job.phase})")
@@ -317,7 +320,7 @@ class KubernetesSubmitter:
                 follow=follow,
                 limit_bytes=limit_bytes,
                 _preload_content=False,
-                _request_timeout=(self.timeout, None) if follow else self.timeout,
+                _request_timeout=(self.timeout, FOLLOW_IDLE_TIMEOUT) if follow else self.timeout,
             )
         except SubmitFailed as err:
             # The API server answers 400 for a container that has no output
