@@ -8,6 +8,10 @@ server's key and bound as the CLI binds them. Jobs really run on the node:
 their phases and exit codes are what the kubelet reported, their output
 what the container wrote, read by the server through the API server.
 
+The last test is the same life as users meet it: the CLI (``tokensvc
+submit``, ``jobs``, ``job``, ``logs [--follow]``) run as real users through
+the mint daemon, against ``tokensvc server`` on the node's API server.
+
 Whether a followed output arrives as it is written is shown without timing:
 the job prints a line and then waits for a file that only the test creates
 (through the API server's exec, as the job's own uid); the line must have
@@ -25,6 +29,7 @@ from typing import Any
 import kubernetes.client
 import pytest
 import requests
+from integration.admission_stack import run_as, stack_fixture
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 from realnode import JOBS_NAMESPACE, Cluster
@@ -32,7 +37,7 @@ from support.app_server import REALM, AppServer
 from support.opa import OpaHandle, start_opa
 
 from tokensvc.cluster.client import JobClient
-from tokensvc.cluster.devstack import USER_A, USER_B, USER_C, User
+from tokensvc.cluster.devstack import USER_A, USER_B, USER_C, Stack, User
 from tokensvc.cluster.jobs import parse_job_request
 from tokensvc.cluster.kube import KubernetesSubmitter
 from tokensvc.core.claims import new_claims
@@ -262,3 +267,53 @@ def test_output_before_the_container_starts_is_not_started(
         assert (resp.status_code, resp.json()["code"]) == (409, "not_started")
     finally:
         delete(core, job)
+
+
+@pytest.fixture(scope="module")
+def stack(cluster: Cluster, opa: OpaHandle) -> Iterator[Stack]:
+    """The stack as users meet it: mint daemon, ``tokensvc server`` on the node's API server."""
+    settings: dict[str, str | int | float] = {
+        "submitter": "kubernetes",
+        "kubeconfig": str(cluster.api.kubeconfig("admin")),
+        "namespace": JOBS_NAMESPACE,
+    }
+    yield from stack_fixture(external_opa=opa.url, server_settings=settings)
+
+
+def test_the_cli_shows_a_jobs_life_and_output(stack: Stack) -> None:
+    script = "echo one; echo two; exit 5"
+    submitted = run_as(
+        stack, USER_A, "submit", "--project", "ml-team", "--image", JOB_IMAGE, "-o", "json",
+        "--", "/bin/sh", "-c", script,
+    )  # fmt: skip
+    assert submitted.code == 0, submitted.err
+    job = submitted.json()["job"]["id"]
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while True:
+            (seen,) = [
+                j for j in run_as(stack, USER_A, "jobs", "-o", "json").json() if j["id"] == job
+            ]
+            if seen["phase"] in ("Succeeded", "Failed") or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)  # polling the job's status: the server offers no watch
+        assert (seen["phase"], seen["exit_code"]) == ("Failed", 5)
+        table = run_as(stack, USER_A, "jobs").out.splitlines()
+        (row,) = [line for line in table if line.startswith(job)]
+        assert row.split()[-2:] == ["Failed", "5"]
+
+        shown = run_as(stack, USER_A, "job", job)
+        assert shown.code == 0, shown.err
+        fields = dict(line.split(":", 1) for line in shown.out.splitlines())
+        assert fields["phase"].strip() == "Failed" and fields["exit code"].strip() == "5"
+        assert fields["reason"].strip() == "Error" and fields["owner uid"].strip() == "1002"
+        assert run_as(stack, USER_A, "job", job, "-o", "json").json() == seen
+
+        for args in ((), ("--follow",)):
+            printed = run_as(stack, USER_A, "logs", *args, job)
+            assert (printed.code, printed.out) == (0, "one\ntwo\n"), printed.err
+        refused = run_as(stack, USER_B, "logs", job)
+        assert refused.code == 7
+        assert "job of another user in a project you are not a member of" in refused.err
+    finally:
+        run_as(stack, USER_A, "cancel", job)
