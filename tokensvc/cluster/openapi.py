@@ -214,8 +214,9 @@ OPENAPI: Final[dict[str, Any]] = {
                     "phase": {
                         "type": "string",
                         "description": "The pod's phase: Pending (also while held for "
-                        "admission), Running, Succeeded, Failed, Unknown. The spool store "
-                        "runs nothing: its jobs are always Pending",
+                        "admission), Running, Succeeded, Failed, Unknown; once the job "
+                        "container has terminated, Succeeded or Failed by its exit code. The "
+                        "spool store runs nothing: its jobs are always Pending",
                     },
                     "exit_code": {
                         "type": ["integer", "null"],
