@@ -338,7 +338,8 @@ class JobRecord:
     Owner, project, priority, token and decision come from the pod's labels
     and annotations (the launcher wrote them). The rest is what the job's
     store reports about its run, read from the pod's status as the kubelet
-    wrote it: ``phase`` (Pending, Running, Succeeded, Failed, Unknown); for
+    wrote it (:mod:`tokensvc.cluster.jobstatus`): ``phase`` (Pending,
+    Running, Succeeded, Failed, Unknown); for
     the job container, ``started`` and ``finished`` (RFC 3339 times),
     ``exit_code`` once it has terminated, and ``reason`` -- the container's
     (``ContainerCreating``, ``Completed``, ``Error``, ``OOMKilled``, ...) or,
