@@ -42,7 +42,7 @@ from tokensvc.cluster.jobs import parse_job_request
 from tokensvc.cluster.kube import KubernetesSubmitter
 from tokensvc.core.claims import new_claims
 from tokensvc.core.digest import action_digest, request_digest
-from tokensvc.core.errors import PolicyDenied
+from tokensvc.core.errors import PolicyDenied, ServerBusy
 from tokensvc.core.token import seal
 
 pytestmark = pytest.mark.root
@@ -317,3 +317,47 @@ def test_the_cli_shows_a_jobs_life_and_output(stack: Stack) -> None:
         assert "job of another user in a project you are not a member of" in refused.err
     finally:
         run_as(stack, USER_A, "cancel", job)
+
+
+def follow_first_line(server: AppServer, job: str) -> tuple[JobClient, Iterator[bytes]]:
+    """A followed output, read up to its first line and left open; busy answers are retried."""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while True:
+        c = client(server, USER_A, action_digest("logs", job))
+        chunks = c.logs(job, follow=True)
+        try:
+            received = b""
+            while b"\n" not in received:
+                received += next(chunks)
+        except ServerBusy:
+            c.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)  # a slot is freed once the server has seen its client go
+            continue
+        return c, chunks
+
+
+def test_a_client_that_goes_away_gives_its_stream_back(
+    core: kubernetes.client.CoreV1Api, server: AppServer
+) -> None:
+    job = submit(server, f"echo waiting; while ! test -e {GO_FILE}; do sleep 0.1; done")
+    try:
+        wait_for(server, job, lambda j: j["phase"] != "Pending")
+        # The in-process server follows at most 2 outputs at once (8 threads):
+        # six clients that each go away mid-stream must not use them up.
+        for _ in range(6):
+            c, chunks = follow_first_line(server, job)
+            chunks.close()  # hangs up mid-stream
+            c.close()
+        held = [follow_first_line(server, job) for _ in range(2)]
+        with (
+            client(server, USER_A, action_digest("logs", job)) as third,
+            pytest.raises(ServerBusy),  # the limit holds while both are read
+        ):
+            next(third.logs(job, follow=True))
+        for c, chunks in held:
+            chunks.close()
+            c.close()
+    finally:
+        delete(core, job)
