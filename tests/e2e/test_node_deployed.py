@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,8 +237,11 @@ def test_a_user_follows_a_job_through_the_deployed_server(deployment: Deployed) 
     followed = cli_as(A, d.tree, "logs", "--server", d.server_urls[1], "--follow", job)
     assert followed.returncode == 0, followed.stderr
     assert followed.stdout.splitlines() == ["line-1", "line-2", "line-3"]
-    # --follow returned because the container ended; the record says how.
+    # --follow returned because the container ended; the record says how once
+    # the kubelet's next status (its own sync, a moment later) has it.
     record = _show(d, A, job)
+    while record["phase"] == "Running" and time.monotonic() < deadline:
+        record = _show(d, A, job)
     assert (record["id"], record["phase"], record["exit_code"]) == (job, "Failed", 3), record
     listed = cli_as(A, d.tree, "jobs", "--server", d.server_urls[1], "-o", "json")
     assert listed.returncode == 0, listed.stderr
@@ -245,3 +250,22 @@ def test_a_user_follows_a_job_through_the_deployed_server(deployment: Deployed) 
     # B is neither the owner nor a member of ml-team who may view others' jobs.
     refused = cli_as(B, d.tree, "logs", "--server", d.server_urls[0], job)
     assert refused.returncode != 0 and "line-1" not in refused.stdout, refused.stdout
+
+
+def test_a_reader_that_stops_early_ends_logs_quietly(deployment: Deployed) -> None:
+    # `tokensvc logs JOB | head -1`: more output than a pipe holds, and a
+    # reader that goes away after the first line.
+    d = deployment
+    script = "i=0; while [ $i -lt 20000 ]; do echo line-$i; i=$((i+1)); done"
+    job = _submit(d, A, 0, "ml-team", script)["job"]["id"]
+    _output(d, job)
+    argv = [*A.setpriv(), sys.executable, "-m", "tokensvc", "logs", "--server", d.server_urls[1]]
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "TOKENSVC_CONFIG": str(d.tree.config)}
+    with subprocess.Popen(
+        [*argv, job], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=d.tree.base
+    ) as reader:
+        assert reader.stdout is not None and reader.stderr is not None
+        assert reader.stdout.readline() == b"line-0\n"
+        reader.stdout.close()
+        assert reader.wait(timeout=60) == 141
+        assert reader.stderr.read() == b""  # no traceback, no message

@@ -17,6 +17,7 @@ double its start-up.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -95,6 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`tokensvc logs JOB | head`): stop quietly, as
+        # shell tools do. stdout now leads nowhere, so the interpreter's own
+        # flush at exit does not hit the closed pipe again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for such a writer
 
 
 __all__ = ["build_parser", "main"]
