@@ -14,6 +14,7 @@ storage volumes (local volumes under the exports' claim names, with real
 owners and modes) the kernel decides what a job may touch:
 
     home/10000      10000:2001 0700   A's own tree
+    home/10000/escape -> the exports' directory, a symlink A planted
     home/61102      61102:2002 0700   B's own tree
     projects/ml     0:2001     2770   ml-team's shared tree
     datasets/       0:0        0755   a read-only grant for ml-team
@@ -68,6 +69,11 @@ def _make_trees(exports: dict[str, Path]) -> None:
     (exports["datasets"] / "shared.txt").write_text("for ml-team to read\n")
     tree(exports["datasets"] / "b-private", B.uid, B.gid, 0o700)
     (exports["datasets"] / "b-private" / "secret.txt").write_text("B's\n")
+    # Planted by A in A's own tree (A owns the link), pointing at the
+    # directory that holds every export's tree: B's home is below it.
+    escape = exports["home"] / str(A.uid) / "escape"
+    escape.symlink_to(exports["home"].parent)
+    os.lchown(escape, A.uid, A.gid)
 
 
 def _submit(
@@ -269,3 +275,20 @@ def test_a_reader_that_stops_early_ends_logs_quietly(deployment: Deployed) -> No
         reader.stdout.close()
         assert reader.wait(timeout=60) == 141
         assert reader.stderr.read() == b""  # no traceback, no message
+
+
+def test_a_planted_symlink_does_not_carry_a_job_out_of_its_subpath(deployment: Deployed) -> None:
+    # The policy sees a path inside A's own home and grants it; the kubelet
+    # resolves the subPath on the node and refuses to mount where it leads.
+    d = deployment
+    answer = _submit(
+        d, A, 1, "ml-team", "ls /nfs/home/10000/escape", f"/nfs/home/{A.uid}/escape:ro"
+    )
+    job = answer["job"]["id"]
+    deadline = time.monotonic() + JOB_TIMEOUT
+    record = _show(d, A, job)
+    while record["reason"] != "CreateContainerConfigError":
+        assert time.monotonic() < deadline, record
+        assert record["phase"] == "Pending", record  # never ran
+        record = _show(d, A, job)
+    assert record["exit_code"] is None and not record.get("started"), record
