@@ -34,16 +34,15 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 from realnode import JOBS_NAMESPACE, Cluster
 from support.app_server import REALM, AppServer
+from support.binding import forge_token
 from support.opa import OpaHandle, start_opa
 
 from tokensvc.cluster.client import JobClient
 from tokensvc.cluster.devstack import USER_A, USER_B, USER_C, Stack, User
 from tokensvc.cluster.jobs import parse_job_request
 from tokensvc.cluster.kube import KubernetesSubmitter
-from tokensvc.core.claims import new_claims
 from tokensvc.core.digest import action_digest, request_digest
 from tokensvc.core.errors import PolicyDenied, ServerBusy
-from tokensvc.core.token import seal
 
 pytestmark = pytest.mark.root
 
@@ -82,18 +81,7 @@ def client(server: AppServer, user: User, binding: str | None) -> JobClient:
     """The CLI's client, its token for ``user`` bound to ``binding`` as the CLI binds it."""
 
     def token() -> str:
-        claims = new_claims(
-            uid=user.uid,
-            gid=user.gid,
-            groups=user.groups,
-            user=user.name,
-            host="e2e",
-            realm=REALM,
-            ttl=300,
-            now=time.time(),
-            binding=binding,
-        )
-        return seal(claims, server.ring.active)
+        return forge_token(server.ring, user, realm=REALM, host="e2e", binding=binding)
 
     return JobClient(server.url, token, timeout=30)
 

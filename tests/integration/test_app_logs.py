@@ -9,19 +9,17 @@ checked like get's. Real output is read on the real node
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 from support.app_server import REALM, AppServer
+from support.binding import forge_token
 from support.opa import OpaHandle
 
 from tokensvc.cluster.devstack import USER_A, USER_B, USER_C, User
-from tokensvc.core.claims import new_claims
 from tokensvc.core.digest import action_digest
-from tokensvc.core.token import seal
 
 JOB = {"project": "ml-team", "image": "busybox:1.36", "command": ["echo", "hello"]}
 
@@ -45,18 +43,7 @@ def job_id(server: AppServer) -> str:
 
 
 def bound_token(server: AppServer, user: User, action: str, job: str) -> str:
-    claims = new_claims(
-        uid=user.uid,
-        gid=user.gid,
-        groups=user.groups,
-        user=user.name,
-        host="test",
-        realm=REALM,
-        ttl=300,
-        now=time.time(),
-        binding=action_digest(action, job),
-    )
-    return seal(claims, server.ring.active)
+    return forge_token(server.ring, user, realm=REALM, binding=action_digest(action, job))
 
 
 def logs(server: AppServer, job: str, token: str, query: str = "") -> requests.Response:

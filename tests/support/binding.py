@@ -30,12 +30,14 @@ def forge_token(
     issued_ago: int = 0,
     ttl: int = 300,
     body: Any = None,
+    binding: str | None = None,
 ) -> str:
     """A token for ``user`` sealed with ``ring``'s active key, as a mint daemon would seal it.
 
-    With ``body``, the token is bound to submitting that job request; ``host``
-    is the user node it claims to come from; ``issued_ago`` moves its issue
-    time into the past.
+    With ``body``, the token is bound to submitting that job request; with
+    ``binding``, to that digest (``core.digest.action_digest`` for the other
+    actions); ``host`` is the user node it claims to come from;
+    ``issued_ago`` moves its issue time into the past.
     """
     claims = new_claims(
         uid=user.uid,
@@ -46,6 +48,6 @@ def forge_token(
         realm=realm,
         ttl=ttl,
         now=time.time() - issued_ago,
-        binding=None if body is None else submit_binding(body),
+        binding=binding if body is None else submit_binding(body),
     )
     return seal(claims, ring.active)

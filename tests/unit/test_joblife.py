@@ -8,12 +8,12 @@ reports every job Pending and has no output.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.binding import forge_token
+from support.ident import Ident
 
 from tokensvc.cli import build_parser
 from tokensvc.cluster.devstack import USER_A
@@ -27,14 +27,6 @@ from tokensvc.core.errors import NoLogs, NotFound, ServerBusy
 from tokensvc.core.keys import KeyRing, new_key
 from tokensvc.core.replay import MemoryReplayCache
 from tokensvc.core.validate import TokenValidator
-
-
-@dataclasses.dataclass(frozen=True)
-class Ident:
-    uid: int
-    token_id: str
-    gid: int = 2001
-    groups: tuple[int, ...] = (2001,)
 
 
 def pod(status: dict[str, Any] | None = None, token_id: str = "b" * 32) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.ident import Ident
 
 from tokensvc.cluster.jobs import MAX_ARG_CHARS, JobRequest, parse_job_request
 from tokensvc.cluster.launcher import build_manifest, build_pod, pod_manifest
@@ -32,14 +33,6 @@ from tokensvc.cluster.submitters import (
     to_yaml,
 )
 from tokensvc.core.errors import NotFound, Replayed
-
-
-@dataclasses.dataclass(frozen=True)
-class Ident:
-    uid: int
-    token_id: str
-    gid: int = 2001
-    groups: tuple[int, ...] = (2001,)
 
 
 def pod(token_id: str = "a" * 32, uid: int = 1001, project: str = "ml-team") -> dict[str, Any]:

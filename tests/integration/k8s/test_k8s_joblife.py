@@ -12,7 +12,6 @@ made; real output is read on the real node (tests/e2e/test_node_job_life.py).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import secrets
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import pytest
 import requests
 from kube import JOBS_NAMESPACE, KubeAPI
 from support.app_server import AppServer
+from support.ident import Ident
 from support.opa import OpaHandle
 
 from tokensvc.cluster.devstack import USER_A, USER_B
@@ -41,14 +41,6 @@ def at(text: str | None) -> datetime.datetime:
     """An RFC 3339 time (the API serves ``Z``; the client writes ``+00:00``)."""
     assert text
     return datetime.datetime.fromisoformat(text)
-
-
-@dataclasses.dataclass(frozen=True)
-class Ident:
-    uid: int
-    token_id: str
-    gid: int = 2001
-    groups: tuple[int, ...] = (2001,)
 
 
 def manifest(uid: int = USER_A.uid) -> dict[str, Any]:
