@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from integration.k8s.kube import apply
+from integration.k8s.kube import apply, resource_path
 from integration.usernode import Daemon, Tree, make_tree, remove_tree, start_daemon
 from kubernetes.client.exceptions import ApiException
 from realnode import BIN_DIR, REPO, Cluster
@@ -213,15 +213,11 @@ def _wait(what: str, check: Any, timeout: float, explain: Any = lambda: "") -> A
 
 
 def _delete(c: Cluster, doc: dict[str, Any]) -> None:
-    from integration.k8s.kube import resource_path  # noqa: PLC0415 - discovery, only here
-
     with c.api.session("admin") as s:
         s.delete(c.api.url + resource_path(c.api, doc), timeout=30)
 
 
 def _gone(c: Cluster, doc: dict[str, Any]) -> bool:
-    from integration.k8s.kube import resource_path  # noqa: PLC0415
-
     with c.api.session("admin") as s:
         return s.get(c.api.url + resource_path(c.api, doc), timeout=10).status_code == 404
 
