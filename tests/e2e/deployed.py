@@ -43,6 +43,7 @@ from kubernetes.client.exceptions import ApiException
 from realnode import BIN_DIR, REPO, Cluster
 from support.opa import builder, opa_binary
 
+from tokensvc.cluster.consumed import LABEL_RECORD, RECORD_KIND
 from tokensvc.cluster.devstack import BundleServer
 from tokensvc.cluster.launcher import LABEL_MANAGED_BY, MANAGED_BY
 
@@ -229,9 +230,7 @@ def _remove_jobs(c: Cluster) -> None:
     core.delete_collection_namespaced_pod(
         ns, label_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}", grace_period_seconds=0
     )
-    core.delete_collection_namespaced_config_map(
-        ns, label_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-    )
+    core.delete_collection_namespaced_config_map(ns, label_selector=f"{LABEL_RECORD}={RECORD_KIND}")
     _wait(
         "job pods gone",
         lambda: (
