@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from deployed import Deployed, deployed
 from integration.usernode import User, cli_as
 from jobpods import job_status_lines
+from prometheus_client.parser import text_string_to_metric_families
 from realnode import IMAGE_EXTRA_GID, IMAGE_USER_UID, IMAGES, Cluster
 
 pytestmark = pytest.mark.root
@@ -292,3 +294,19 @@ def test_a_planted_symlink_does_not_carry_a_job_out_of_its_subpath(deployment: D
         assert record["phase"] == "Pending", record  # never ran
         record = _show(d, A, job)
     assert record["exit_code"] is None and not record.get("started"), record
+
+
+def test_both_replicas_served_and_deleted_nothing(deployment: Deployed) -> None:
+    # Runs last: every job above ran to its end on the node, and each
+    # replica's reconciler, checking what the node reported, removed none.
+    for url in deployment.server_urls:
+        text = requests.get(f"{url}/metrics", timeout=10).text
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        decisions = sum(v for (name, _), v in samples.items() if name == "tokensvc_decisions_total")
+        assert decisions > 0, url
+        assert samples[("tokensvc_identity_mismatches_total", ())] == 0, url
+        assert samples[("tokensvc_strict_unsupported_jobs_total", ())] == 0, url
