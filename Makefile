@@ -38,8 +38,11 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
 # --- Python environment -------------------------------------------------------
-# Re-created whenever pyproject.toml changes.
+# Re-created whenever pyproject.toml changes. Debian's Python makes venvs
+# only with its python3.11-venv package: installed here when missing.
 $(VENV)/.installed: pyproject.toml
+	@if [ "$(PYTHON)" = /usr/bin/python3.11 ] && ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3.11-venv; fi
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -e '.[dev]'
