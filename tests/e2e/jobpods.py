@@ -104,9 +104,8 @@ def _terminal(pod: Any) -> bool:
     return False
 
 
-def delete_pod(c: Cluster, name: str, namespace: str) -> None:
-    """Delete and wait until the API server has forgotten it (the kubelet is done with it)."""
-    core = c.core()
+def delete_and_wait(core: Any, name: str, namespace: str) -> None:
+    """Delete the pod and wait until the API server has forgotten it (the kubelet is done)."""
     with contextlib.suppress(ApiException):
         core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
     deadline = time.monotonic() + POD_TIMEOUT
@@ -117,33 +116,43 @@ def delete_pod(c: Cluster, name: str, namespace: str) -> None:
             if err.status == 404:
                 return
             raise
-        time.sleep(0.25)
+        time.sleep(0.25)  # polling: the pod is gone once the kubelet is done with it
     raise AssertionError(f"pod {namespace}/{name} not gone after {POD_TIMEOUT}s")
+
+
+def delete_pod(c: Cluster, name: str, namespace: str) -> None:
+    """:func:`delete_and_wait` through the cluster's admin client."""
+    delete_and_wait(c.core(), name, namespace)
+
+
+def wait_ended(c: Cluster, name: str, namespace: str) -> Ran:
+    """Wait until the pod has ended (or cannot start); its phase, exit code and output."""
+    core = c.core()
+    deadline = time.monotonic() + POD_TIMEOUT
+    while True:
+        pod = core.read_namespaced_pod(name, namespace)
+        if _terminal(pod):
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pod {name} still {pod.status.phase}: {pod.status}")
+        time.sleep(0.25)
+    exit_code = None
+    for cs in pod.status.container_statuses or []:
+        if cs.state.terminated is not None:
+            exit_code = cs.state.terminated.exit_code
+    output = ""
+    if exit_code is not None:
+        output = core.read_namespaced_pod_log(name, namespace, container="job")
+    return Ran(pod.status.phase, exit_code, output, pod.status)
 
 
 def run_pod(c: Cluster, manifest: dict[str, Any]) -> Ran:
     """Create the pod, wait until it ends (or cannot start), return its output; delete it."""
-    core = c.core()
     ns = manifest["metadata"]["namespace"]
     name = manifest["metadata"]["name"]
-    core.create_namespaced_pod(ns, manifest)
+    c.core().create_namespaced_pod(ns, manifest)
     try:
-        deadline = time.monotonic() + POD_TIMEOUT
-        while True:
-            pod = core.read_namespaced_pod(name, ns)
-            if _terminal(pod):
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"pod {name} still {pod.status.phase}: {pod.status}")
-            time.sleep(0.25)
-        exit_code = None
-        for cs in pod.status.container_statuses or []:
-            if cs.state.terminated is not None:
-                exit_code = cs.state.terminated.exit_code
-        output = ""
-        if exit_code is not None:
-            output = core.read_namespaced_pod_log(name, ns, container="job")
-        return Ran(pod.status.phase, exit_code, output, pod.status)
+        return wait_ended(c, name, ns)
     finally:
         delete_pod(c, name, ns)
 
@@ -158,4 +167,13 @@ def job_status_lines(output: str) -> dict[str, str]:
     return out
 
 
-__all__ = ["Mount", "Ran", "delete_pod", "job_status_lines", "launcher_pod", "run_pod"]
+__all__ = [
+    "Mount",
+    "Ran",
+    "delete_and_wait",
+    "delete_pod",
+    "job_status_lines",
+    "launcher_pod",
+    "run_pod",
+    "wait_ended",
+]

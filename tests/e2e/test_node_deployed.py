@@ -36,8 +36,8 @@ from typing import Any
 import pytest
 import requests
 from deployed import Deployed, deployed
-from integration.usernode import User, cli_as
-from jobpods import job_status_lines
+from integration.usernode import User, cli_as, cli_env
+from jobpods import job_status_lines, wait_ended
 from prometheus_client.parser import text_string_to_metric_families
 from realnode import IMAGE_EXTRA_GID, IMAGE_USER_UID, IMAGES, Cluster
 
@@ -99,18 +99,8 @@ def _submit(
 
 def _output(d: Deployed, job: str) -> tuple[str, str, int | None]:
     """Wait until the job's pod ends; its phase, output and exit code (read as admin)."""
-    core = d.cluster.core()
-    ns = d.cluster.api.jobs_namespace
-    deadline = time.monotonic() + JOB_TIMEOUT
-    while True:
-        pod = core.read_namespaced_pod(job, ns)
-        if pod.status.phase in ("Succeeded", "Failed"):
-            break
-        assert time.monotonic() < deadline, f"{job} still {pod.status.phase}: {pod.status}"
-        time.sleep(0.25)  # polling the pod's status: there is no event to wait on here
-    (cs,) = pod.status.container_statuses
-    code = cs.state.terminated.exit_code if cs.state.terminated else None
-    return pod.status.phase, core.read_namespaced_pod_log(job, ns, container="job"), code
+    ran = wait_ended(d.cluster, job, d.cluster.api.jobs_namespace)
+    return ran.phase, ran.output, ran.exit_code
 
 
 def _identity(output: str) -> tuple[str, str, set[int]]:
@@ -268,9 +258,12 @@ def test_a_reader_that_stops_early_ends_logs_quietly(deployment: Deployed) -> No
     job = _submit(d, A, 0, "ml-team", script)["job"]["id"]
     _output(d, job)
     argv = [*A.setpriv(), sys.executable, "-m", "tokensvc", "logs", "--server", d.server_urls[1]]
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "TOKENSVC_CONFIG": str(d.tree.config)}
     with subprocess.Popen(
-        [*argv, job], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=d.tree.base
+        [*argv, job],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(d.tree),
+        cwd=d.tree.base,
     ) as reader:
         assert reader.stdout is not None and reader.stderr is not None
         assert reader.stdout.readline() == b"line-0\n"

@@ -20,7 +20,6 @@ arrived, with the job still running, before the test lets it go on.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ import kubernetes.client
 import pytest
 import requests
 from integration.admission_stack import run_as, stack_fixture
-from kubernetes.client.exceptions import ApiException
+from jobpods import delete_and_wait
 from kubernetes.stream import stream
 from realnode import JOBS_NAMESPACE, Cluster
 from support.app_server import REALM, AppServer
@@ -124,22 +123,6 @@ def output(server: AppServer, job: str, *, follow: bool) -> bytes:
         return b"".join(c.logs(job, follow=follow))
 
 
-def delete(core: kubernetes.client.CoreV1Api, job: str) -> None:
-    """Delete the job's pod and wait until the API server has forgotten it."""
-    with contextlib.suppress(ApiException):
-        core.delete_namespaced_pod(job, JOBS_NAMESPACE, grace_period_seconds=0)
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            core.read_namespaced_pod(job, JOBS_NAMESPACE)
-        except ApiException as err:
-            if err.status == 404:
-                return
-            raise
-        time.sleep(0.25)  # polling: the pod is gone once the kubelet is done with it
-    raise AssertionError(f"{job} not gone after {RUN_TIMEOUT}s")
-
-
 def test_a_job_succeeds_and_its_output_is_read_through_the_server(
     core: kubernetes.client.CoreV1Api, server: AppServer
 ) -> None:
@@ -166,7 +149,7 @@ def test_a_job_succeeds_and_its_output_is_read_through_the_server(
             b"".join(c.logs(job))
         assert denied.value.reasons == ("job of another user in a project you are not a member of",)
     finally:
-        delete(core, job)
+        delete_and_wait(core, job, JOBS_NAMESPACE)
 
 
 def test_a_failing_job_is_failed_with_its_exit_code(
@@ -179,7 +162,7 @@ def test_a_failing_job_is_failed_with_its_exit_code(
         assert listed(server, job)["exit_code"] == 7
         assert output(server, job, follow=False) == b"about to fail\n"
     finally:
-        delete(core, job)
+        delete_and_wait(core, job, JOBS_NAMESPACE)
 
 
 def let_go(core: kubernetes.client.CoreV1Api, job: str) -> None:
@@ -233,7 +216,7 @@ def test_follow_streams_lines_as_they_are_printed_and_ends_with_the_container(
         done = wait_for(server, job, lambda j: j["phase"] in ("Succeeded", "Failed"))
         assert (done["phase"], done["exit_code"]) == ("Failed", 3)
     finally:
-        delete(core, job)
+        delete_and_wait(core, job, JOBS_NAMESPACE)
 
 
 def test_output_before_the_container_starts_is_not_started(
@@ -254,7 +237,7 @@ def test_output_before_the_container_starts_is_not_started(
         )
         assert (resp.status_code, resp.json()["code"]) == (409, "not_started")
     finally:
-        delete(core, job)
+        delete_and_wait(core, job, JOBS_NAMESPACE)
 
 
 @pytest.fixture(scope="module")
@@ -348,4 +331,4 @@ def test_a_client_that_goes_away_gives_its_stream_back(
             chunks.close()
             c.close()
     finally:
-        delete(core, job)
+        delete_and_wait(core, job, JOBS_NAMESPACE)

@@ -381,6 +381,11 @@ def claims_of(tree: Tree, token: str) -> Claims:
     return claims
 
 
+def cli_env(tree: Tree) -> dict[str, str]:
+    """The environment the CLI runs in as another user: the tree's settings, nothing of ours."""
+    return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "TOKENSVC_CONFIG": str(tree.config)}
+
+
 def cli_as(
     user: User,
     tree: Tree,
@@ -388,12 +393,11 @@ def cli_as(
     groups: Sequence[int] | None = None,
     stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "TOKENSVC_CONFIG": str(tree.config)}
     return run_as(
         user,
         [sys.executable, "-m", "tokensvc", *args],
         groups=groups,
-        env=env,
+        env=cli_env(tree),
         cwd=tree.base,
         stdin=stdin,
     )
