@@ -47,7 +47,7 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "e2e")]
 
 import kubernetes.watch  # noqa: E402
 from deployed import Deployed, deployed  # noqa: E402
-from integration.usernode import User, cli_as  # noqa: E402
+from integration.usernode import User, cli_as, cli_env  # noqa: E402
 from jobpods import delete_pod  # noqa: E402
 from realnode import IMAGE_USER_UID, IMAGES, Cluster, cgroup_hierarchies, running_cluster  # noqa: E402
 
@@ -63,12 +63,12 @@ JOB_SCRIPT = "cat /proc/uptime; exec sleep 3600"
 
 
 class RunningWatch:
-    """When each pod of the jobs namespace was first seen with its job container running."""
+    """Which pods of the jobs namespace have been seen with a container running."""
 
     def __init__(self, cluster: Cluster) -> None:
         self._core = cluster.core()
         self._ns = cluster.api.jobs_namespace
-        self._seen: dict[str, float] = {}
+        self._seen: set[str] = set()
         self._cond = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -78,7 +78,6 @@ class RunningWatch:
         while not self._stop:
             watch = kubernetes.watch.Watch()
             for event in watch.stream(self._core.list_namespaced_pod, self._ns, timeout_seconds=30):
-                now = time.perf_counter()
                 pod = event["object"]
                 running = any(
                     cs.state is not None and cs.state.running is not None
@@ -86,12 +85,13 @@ class RunningWatch:
                 )
                 if running:
                     with self._cond:
-                        self._seen.setdefault(pod.metadata.name, now)
+                        self._seen.add(pod.metadata.name)
                         self._cond.notify_all()
                 if self._stop:
                     watch.stop()
 
-    def wait(self, name: str) -> float:
+    def wait(self, name: str) -> None:
+        """Return once ``name`` has been seen running (its output can be read)."""
         deadline = time.monotonic() + START_TIMEOUT
         with self._cond:
             while name not in self._seen:
@@ -99,7 +99,6 @@ class RunningWatch:
                 if left <= 0:
                     raise TimeoutError(f"{name} not running within {START_TIMEOUT}s")
                 self._cond.wait(left)
-            return self._seen[name]
 
     def stop(self) -> None:
         self._stop = True
@@ -175,12 +174,11 @@ class WarmClient:
     """One long-lived process of user A's that submits on request (see WARM_CLIENT)."""
 
     def __init__(self, d: Deployed) -> None:
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "TOKENSVC_CONFIG": str(d.tree.config)}
         self._proc = subprocess.Popen(
             [*A.setpriv(), sys.executable, "-c", WARM_CLIENT],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
+            env=cli_env(d.tree),
             cwd=d.tree.base,
             text=True,
         )
