@@ -44,6 +44,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes.dynamic import DynamicClient
 
+from tokensvc.cluster.launcher import CONTAINER_NAME
+
 REPO = Path(__file__).resolve().parents[3]
 BIN_DIR = REPO / ".tools" / "bin"
 
@@ -515,6 +517,51 @@ def apply(
             f"{doc['kind']}/{doc['metadata']['name']}: {resp.status_code} {resp.text}"
         )
     return resp
+
+
+# --- what the scheduler and a kubelet would write, for a control plane without them ---
+
+
+def bind_pod(api: KubeAPI, name: str, node: str) -> None:
+    """What the scheduler does: bind the (released) pod ``name`` to ``node``."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": name},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    }
+    # The client cannot read the Status a binding answers with; the call raises on failure.
+    api.core("admin").create_namespaced_pod_binding(
+        name, api.jobs_namespace, body, _preload_content=False
+    )
+
+
+def report_job_container(
+    api: KubeAPI,
+    name: str,
+    *,
+    phase: str,
+    state: dict[str, Any],
+    image: str,
+    user: dict[str, Any] | None = None,
+) -> None:
+    """What a kubelet writes: the pod's phase and its job container's state (and ``user.linux``)."""
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "imageID": "",
+        "ready": "running" in state,
+        "restartCount": 0,
+        "state": state,
+    }
+    if user is not None:
+        container["user"] = {"linux": user}
+    status = {
+        "phase": phase,
+        "conditions": [{"type": "PodScheduled", "status": "True"}],
+        "containerStatuses": [container],
+    }
+    api.core("admin").patch_namespaced_pod_status(name, api.jobs_namespace, {"status": status})
 
 
 def apiserver_pid(kube_api: KubeAPI) -> int:

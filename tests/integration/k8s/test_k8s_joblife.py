@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import requests
-from kube import JOBS_NAMESPACE, KubeAPI
+from kube import JOBS_NAMESPACE, KubeAPI, bind_pod, report_job_container
 from support.app_server import AppServer
 from support.ident import Ident
 from support.opa import OpaHandle
@@ -34,6 +34,7 @@ from tokensvc.core.errors import NotStarted
 pytestmark = pytest.mark.usefixtures("deployed_rbac")
 
 NODE = "tokensvc-fake-node"  # a name only: no kubelet answers for it
+IMAGE = "registry.invalid/job:1"
 T0, T1 = "2026-12-07T01:00:00Z", "2026-12-07T01:00:05Z"
 
 
@@ -45,7 +46,7 @@ def at(text: str | None) -> datetime.datetime:
 
 def manifest(uid: int = USER_A.uid) -> dict[str, Any]:
     decision = Decision(allow=True, run_as=RunAs(uid, 2001), supplemental_groups=(2001,))
-    request = JobRequest(project="ml-team", image="registry.invalid/job:1", command=("true",))
+    request = JobRequest(project="ml-team", image=IMAGE, command=("true",))
     return pod_manifest(
         build_pod(Ident(uid, secrets.token_hex(16)), decision, request, decision_id="d-life")
     )
@@ -61,35 +62,11 @@ def submitter(kube_api: KubeAPI) -> Iterator[KubernetesSubmitter]:
 
 
 def bind(kube_api: KubeAPI, name: str) -> None:
-    """What the scheduler does: bind the (released) pod to a node."""
-    body = {
-        "apiVersion": "v1",
-        "kind": "Binding",
-        "metadata": {"name": name},
-        "target": {"apiVersion": "v1", "kind": "Node", "name": NODE},
-    }
-    kube_api.core("admin").create_namespaced_pod_binding(
-        name, JOBS_NAMESPACE, body, _preload_content=False
-    )
+    bind_pod(kube_api, name, NODE)
 
 
 def write_status(kube_api: KubeAPI, name: str, phase: str, state: dict[str, Any]) -> None:
-    """What the kubelet does: the pod's phase and the job container's state."""
-    status = {
-        "phase": phase,
-        "conditions": [{"type": "PodScheduled", "status": "True"}],
-        "containerStatuses": [
-            {
-                "name": "job",
-                "image": "registry.invalid/job:1",
-                "imageID": "",
-                "ready": phase == "Running",
-                "restartCount": 0,
-                "state": state,
-            }
-        ],
-    }
-    kube_api.core("admin").patch_namespaced_pod_status(name, JOBS_NAMESPACE, {"status": status})
+    report_job_container(kube_api, name, phase=phase, state=state, image=IMAGE)
 
 
 def run_through(kube_api: KubeAPI, submitter: KubernetesSubmitter, exit_code: int) -> str:

@@ -16,9 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import kubernetes.client
 import pytest
-from kube import JOBS_NAMESPACE, KubeAPI
+from kube import JOBS_NAMESPACE, KubeAPI, bind_pod, report_job_container
 from kubernetes.client.exceptions import ApiException
 from support.reconciler import reconciling_service
 
@@ -77,31 +76,16 @@ class Verifier:
         name = self.submitter.create(_manifest()).name
         self.jobs.append(name)
         self.submitter.release(name)
-        binding = kubernetes.client.V1Binding(
-            metadata=kubernetes.client.V1ObjectMeta(name=name),
-            target=kubernetes.client.V1ObjectReference(api_version="v1", kind="Node", name=node),
-        )
-        core = self.api.core()
-        # The client cannot read the Status a binding answers with; the call raises on failure.
-        core.create_namespaced_pod_binding(name, JOBS_NAMESPACE, binding, _preload_content=False)
+        bind_pod(self.api, name, node)
         self.report(name, state, user)
         return name
 
     def report(self, name: str, state: dict[str, Any], user: dict[str, Any] | None) -> None:
         """Write the pod's container status as the kubelet would."""
-        status: dict[str, Any] = {
-            "name": CONTAINER_NAME,
-            "image": "registry.invalid/train:1",
-            "imageID": "",
-            "ready": "running" in state,
-            "restartCount": 0,
-            "state": state,
-        }
-        if user is not None:
-            status["user"] = {"linux": user}
         phase = "Running" if "running" in state else "Pending"
-        body = {"status": {"phase": phase, "containerStatuses": [status]}}
-        self.api.core().patch_namespaced_pod_status(name, JOBS_NAMESPACE, body)
+        report_job_container(
+            self.api, name, phase=phase, state=state, image="registry.invalid/train:1", user=user
+        )
 
     def verify(self) -> None:
         asyncio.run(self.service.verify_identities())
