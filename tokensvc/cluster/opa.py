@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -43,11 +43,9 @@ _DECISION_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _REVISION_MAX: Final = 256
 
 Action = Literal["submit", "get", "list", "cancel", "set_priority", "logs"]
-ACTIONS: Final[frozenset[str]] = frozenset(
-    {"submit", "get", "list", "cancel", "set_priority", "logs"}
-)
+ACTIONS: Final[frozenset[str]] = frozenset(get_args(Action))
 Privilege = Literal["viewer", "member", "admin"]
-_PRIVILEGES: Final[frozenset[str]] = frozenset({"viewer", "member", "admin"})
+_PRIVILEGES: Final[frozenset[str]] = frozenset(get_args(Privilege))
 
 OpaFailure = Literal["unreachable", "timeout", "http_status", "malformed", "undefined"]
 
